@@ -1,0 +1,166 @@
+"""The small interfaces a plugin implements, and the objects the harness hands to it.
+
+* ``Method.unlearn(model, concept, ctx)`` edits ``model`` in place (the harness gives it a copy of
+  the base model and saves the UNet afterwards as the cached unlearned artifact).
+* ``Attack.run(model, concept, ctx, evaluate)`` attacks a fresh copy of the unlearned model and
+  calls ``evaluate(step)`` at each point of its relearning curve (``evaluate(None)`` for a single
+  final evaluation); prompt attacks pass ``forget_prompts=`` to evaluate their adversarial prompts.
+* ``Metric.compute(ev)`` scores one evaluation stage; images are sampled once per stage by ``ev``
+  and shared by every metric.
+* ``Judge.flags(images, concept)`` says which images show the concept.
+
+Each plugin class has a frozen dataclass ``Config`` (every field commented), a ``config_name``
+(the ``--set`` namespace) and a ``version`` that enters the artifact hash: bump it when the
+plugin's results change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+if TYPE_CHECKING:  # keep `relearnbench ls` free of torch
+    import torch
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    """This plugin has no settings."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    seed: Optional[int] = None  # per-prompt evaluation seed (UnlearnDiffAtk prompt files carry one)
+    guidance: Optional[float] = None  # per-prompt guidance scale, else the sampler's
+
+
+@dataclass(frozen=True)
+class Concept:
+    """What is erased and how it is judged; loaded from a TOML file (see relearnbench/concepts/)."""
+
+    name: str
+    description: str
+    forget: tuple[Prompt, ...]  # prompts whose images should no longer show the concept
+    related: tuple[str, ...]  # benign prompts that share features with the concept
+    unrelated: tuple[str, ...]  # benign prompts that do not
+    judge: str  # a JUDGES registry name
+    judge_config: dict = field(default_factory=dict, hash=False)  # settings for the judge
+    target: dict = field(default_factory=dict, hash=False)  # what the judge looks for (attribute/value, labels, ...)
+    attack_data: str = "generate"  # "world" (toy renderer), "generate" (original model), or an image folder
+    anchor: str = ""  # the replacement prompt a method maps the concept to ("" = unconditional)
+    fid_reference: str = ""  # "world", an image folder, or a clean-fid statistics .npz
+    source: str = ""  # the file it came from
+    sha256: str = ""  # of that file, part of every artifact hash
+
+    @property
+    def benign(self) -> tuple[str, ...]:
+        return self.related + self.unrelated
+
+    @property
+    def forget_texts(self) -> list[str]:
+        return [p.text for p in self.forget]
+
+
+@dataclass
+class Model:
+    """A text-to-image diffusion model as diffusers components."""
+
+    name: str
+    unet: Any
+    text_encoder: Any
+    tokenizer: Any
+    vae: Any
+    scheduler: Any  # the training noise scheduler (DDPM); samplers are built from its config
+    resolution: int  # image side in pixels
+    preset: str  # "toy" or "sd14": which plugin presets apply
+    fingerprint: str  # identifies the weights; part of every artifact hash
+    device: Any = "cpu"
+    dtype: Any = None  # dtype of the frozen parts; trainable weights stay float32
+
+    def components(self) -> dict:
+        return dict(unet=self.unet, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+                    vae=self.vae, scheduler=self.scheduler)
+
+
+@dataclass
+class Score:
+    metric: str  # "asr", or "gradients.cosine" for a metric with several outputs
+    value: float
+    lo: Optional[float] = None  # 95 % interval
+    hi: Optional[float] = None
+    n: int = 0  # how many samples (images, prompts) it averages
+    info: dict = field(default_factory=dict)  # judge name and settings, sampler, ...
+
+
+class Plugin:
+    Config: type = NoConfig
+    config_name: str = ""
+    version: str = "1"
+    needs_model: bool = True  # False only for the torch-free dummy plugins
+
+    def __init__(self, config=None):
+        self.config = config if config is not None else self.Config()
+
+
+class Method(Plugin):
+    """An unlearning algorithm: edits ``model`` in place."""
+
+    def unlearn(self, model: Model, concept: Concept, ctx: "Context") -> None:
+        raise NotImplementedError
+
+
+class Attack(Plugin):
+    """What an adversary does to an unlearned model."""
+
+    def run(self, model: Model, concept: Concept, ctx: "Context", evaluate: Callable[..., None]) -> None:
+        raise NotImplementedError
+
+
+class Metric(Plugin):
+    """A score of one evaluation stage."""
+
+    def compute(self, ev: Any) -> list[Score]:
+        raise NotImplementedError
+
+
+class Judge(Plugin):
+    """Says which images show a concept."""
+
+    def flags(self, images: "torch.Tensor", concept: Concept) -> "torch.Tensor":
+        """Bool tensor [N]: image i shows the concept. ``images`` float [N,3,H,W] in [0, 1]."""
+        raise NotImplementedError
+
+    def correct(self, images: "torch.Tensor", prompts: list[str]) -> Optional["torch.Tensor"]:
+        """Bool tensor [N]: image i renders what prompt i asks for; None if this judge cannot say."""
+        return None
+
+    def describe(self) -> dict:
+        """Name, version and settings, stored with every score this judge produced."""
+        return {"judge": self.config_name, "version": self.version, **_asdict(self.config)}
+
+
+@dataclass
+class Context:
+    """What the harness lends a plugin for one stage."""
+
+    device: Any
+    dtype: Any
+    seed: int
+    judge: Optional[Judge] = None
+    base: Optional[Callable[[], Model]] = None  # a fresh copy of the original (pre-unlearning) model
+    artifacts: Any = None  # relearnbench.store.Artifacts: cached files keyed by content hash
+    progress: Any = None  # relearnbench.progress.Progress
+    sample_config: Any = None  # relearnbench.evaluate.SampleConfig
+
+    def track(self, iterable, description: str, total: Optional[int] = None):
+        """Iterate with a progress bar (a no-op without one)."""
+        if self.progress is None:
+            return iterable
+        return self.progress.track(iterable, description=description, total=total)
+
+
+def _asdict(config) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}

@@ -1,0 +1,74 @@
+"""The built-in plugins, registered lazily: one line each, nothing imported until used."""
+
+M, A, X = "relearnbench.methods", "relearnbench.attacks", "relearnbench.metrics"
+
+
+def register_all():
+    from relearnbench.registry import ATTACKS, JUDGES, METHODS, METRICS, MODELS
+
+    # -- methods -------------------------------------------------------------------------------
+    METHODS.register("none", f"{M}.none:NoUnlearning", description="no unlearning: the base model as released")
+    METHODS.register("dummy", f"{M}.dummy:Dummy", description="deterministic fake method for harness tests (no torch)")
+    METHODS.register("esd", f"{M}.esd:ESD", description="Erased Stable Diffusion (Gandikota et al. 2023), configurable variant")
+    for train in ("u", "x", "f"):
+        for eta in (1, 3):
+            METHODS.register(f"esd-{train}-{eta}", f"{M}.esd:ESD", preset={"train": train, "eta": float(eta)},
+                             description=f"ESD-{train} with negative guidance {eta}")
+    METHODS.register("salun", f"{M}.salun:SalUn", description="Saliency Unlearning (Fan et al. 2024): masked remapping loss")
+    METHODS.register("uce", f"{M}.uce:UCE", description="Unified Concept Editing (Gandikota et al. 2024), closed form")
+    METHODS.add_suffix("meta", _wrap)  # X+meta: the meta-unlearning objective of Gao et al. around X
+    METHODS.add_suffix("retain", _wrap)  # X+retain: its control, the retain terms without the meta terms
+
+    # -- attacks -------------------------------------------------------------------------------
+    ATTACKS.register("none", f"{A}.none:NoAttack", description="no attack: the unlearned model as released")
+    ATTACKS.register("dummy", f"{A}.dummy:Dummy", description="deterministic fake attack for harness tests (no torch)")
+    ATTACKS.register("ft", f"{A}.ft:Finetune", description="full UNet finetune on images of the erased concept")
+    ATTACKS.register("ft_clean", f"{A}.ft:CleanFinetune", description="full UNet finetune on benign data only (CLEAN)")
+    ATTACKS.register("ft_adaptive", f"{A}.ft:AdaptiveFinetune",
+                     description="finetune on concept data mixed with related benign data (against self-destruct)")
+    ATTACKS.register("lora", f"{A}.lora:LoRA", description="peft LoRA finetune of UNet attention on concept images")
+    ATTACKS.register("unlearndiffatk", f"{A}.unlearndiffatk:UnlearnDiffAtk",
+                     description="adversarial prefix tokens against the victim's denoising loss (Zhang et al. 2024)")
+    ATTACKS.register("ci", f"{A}.ci:ConceptInversion", description="concept inversion: textual inversion through the erased model")
+
+    # -- metrics (direction and aggregation live here so tables need no import) ----------------
+    METRICS.register("dummy", f"{X}.dummy:Dummy", higher_is_better=False,
+                     description="deterministic fake score for harness tests (no torch)")
+    METRICS.register("asr", f"{X}.asr:ASR", higher_is_better=False,
+                     description="attack success rate: share of forget-prompt images the judge flags")
+    METRICS.register("fid", f"{X}.fid:FID", higher_is_better=False,
+                     description="clean-fid of benign-prompt images against a reference set")
+    METRICS.register("clip", f"{X}.clip:CLIPScore", higher_is_better=True,
+                     description="CLIP score (100 x cosine) of benign prompts and their images")
+    METRICS.register("related", f"{X}.related:Related", higher_is_better=True,
+                     description="how well related / unrelated benign prompts still render (self-destruct)")
+    METRICS.register("gradients", f"{X}.gradients:Gradients", higher_is_better=None,
+                     description="forget-loss gradient norm and forget/retain gradient cosine")
+
+    # -- judges --------------------------------------------------------------------------------
+    JUDGES.register("toy", f"{X}.judges:ToyJudge", description="the toy world's attribute classifier (shipped)")
+    JUDGES.register("nudenet", f"{X}.judges:NudeNetJudge", description="NudeNet detector (ONNX, ships in the nudenet wheel)")
+    JUDGES.register("imagenet", f"{X}.judges:ImageNetJudge", description="torchvision ResNet-50, top-1 in the concept's labels")
+    JUDGES.register("clip_zeroshot", f"{X}.judges:CLIPZeroShotJudge", description="open_clip zero-shot: the label prompt wins")
+
+    # -- models --------------------------------------------------------------------------------
+    MODELS.register("toy", "relearnbench.models:load_toy", preset="toy",
+                    description="the embedded toy world's tiny SD-architecture model (shipped)")
+    MODELS.register("sd14", "relearnbench.models:load_sd", preset="sd14", hub_id="CompVis/stable-diffusion-v1-4",
+                    description="Stable Diffusion 1.4 (hub cache or --set model.path=DIR)")
+    MODELS.register("sd15", "relearnbench.models:load_sd", preset="sd14",
+                    hub_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
+                    description="Stable Diffusion 1.5 (hub cache or --set model.path=DIR)")
+    MODELS.register("sd14-random", "relearnbench.models:load_sd_random", preset="sd14",
+                    description="full-size SD-1.4 architecture with random weights (speed benchmarks only)")
+
+
+def _wrap(base: str, suffix: str):
+    from relearnbench.errors import UserError
+    from relearnbench.registry import METHODS
+
+    try:
+        from relearnbench.methods.meta import wrap
+    except ImportError as e:
+        raise UserError(f"{base}+{suffix}: the meta-unlearning wrapper is not available ({e})") from e
+    return wrap(METHODS.get(base), suffix, base)

@@ -1,0 +1,210 @@
+"""``relearnbench``: run a grid of unlearning methods × attacks, tabulate it, list plugins.
+
+Heavy imports (torch, diffusers, pandas) live inside command bodies so ``--help`` and ``ls`` stay instant.
+"""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+import sys
+
+import click
+
+from relearnbench.errors import UserError
+
+KINDS = ("methods", "attacks", "metrics", "models", "judges", "concepts", "grids")
+
+
+def _plugins(f):
+    f = click.option("--plugin", "plugins", multiple=True, metavar="MODULE",
+                     help="Import MODULE (or a .py file) that registers plugins. Repeatable.")(f)
+    f = click.option("--debug", is_flag=True, help="Show Python tracebacks.")(f)
+    return f
+
+
+def _load_plugins(plugins):
+    from relearnbench.registry import load_plugin
+
+    for module in plugins:
+        load_plugin(module)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="relearnbench")
+def cli():
+    """Does a concept erasure survive an attacker? Unlearning methods × attacks on diffusion models."""
+
+
+@cli.command()
+@click.argument("grid_file", required=False)
+@click.option("--grid", "grid_name", help="A named grid (relearnbench ls grids); default: quick, when no flag names the run.")
+@click.option("--model", "--models", "models", help="Comma list of models (default toy).")
+@click.option("--concepts", help="Comma list of concept names or .toml paths.")
+@click.option("--methods", help="Comma list, e.g. esd,esd+meta.")
+@click.option("--attacks", help="Comma list, e.g. none,ft,lora.")
+@click.option("--metrics", help="Comma list, e.g. asr,fid,clip,related.")
+@click.option("--seeds", help="Comma list of integers, e.g. 0,1,2.")
+@click.option("--set", "sets", multiple=True, metavar="PLUGIN.KEY=VALUE", help="Override a config value. Repeatable.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<time>-<grid>).")
+@click.option("--device", help="cpu, cuda, cuda:1 ...")
+@click.option("--dtype", help="Frozen-weight dtype: float32, bf16, fp16.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), help="Where cells run.")
+@click.option("--ray-address", help="Join an existing Ray cluster (default: start a local one).")
+@click.option("--gpus", help="Local executor: one worker process per listed GPU, e.g. 0,1.")
+@click.option("--retry-failed", is_flag=True, help="Rerun cells recorded as failed.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_plugins
+def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds, sets, out, device, dtype,
+        executor, ray_address, gpus, retry_failed, quiet, plugins, debug):
+    """Run a grid (GRID_FILE or --grid NAME, flags override it); finished cells are skipped."""
+    from relearnbench.config import parse_sets
+    from relearnbench.spec import build_spec, load_grid
+
+    _load_plugins(plugins)
+    flags = dict(models=models, concepts=concepts, methods=methods, attacks=attacks, metrics=metrics,
+                 seeds=seeds, device=device, dtype=dtype, executor=executor, ray_address=ray_address, gpus=gpus)
+    named = any(flags[k] for k in ("methods", "attacks", "metrics", "concepts", "models"))
+    if grid_file and grid_name:
+        raise UserError("give a grid file or --grid NAME, not both")
+    grid = load_grid(grid_file or grid_name) if (grid_file or grid_name) else (None if named else load_grid("quick"))
+    spec = build_spec(grid, flags, parse_sets(sets))
+    run_dir = pathlib.Path(out) if out else pathlib.Path("runs") / (
+        datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{spec.name}")
+    outcome = execute(spec, run_dir, retry_failed=retry_failed, quiet=quiet)
+    click.echo(f"{run_dir}: {outcome.done} cells done, {outcome.failed} failed, {outcome.skipped} already finished",
+               err=True)
+    from relearnbench.store import Store
+
+    store = Store(run_dir)
+    failed = [c for c, st in store.statuses().items() if st == "failed" and c in set(spec.cells())]
+    if outcome.done or outcome.skipped:
+        _print_table([str(run_dir)], "rich", long=False, stages="pre,post", timing=False)
+    if failed:
+        errors = dict(((r.model, r.concept, r.method, r.attack, r.seed), r.error)
+                      for r in store.cells_frame().itertuples())
+        for c in failed:
+            click.echo(f"failed: {'/'.join(map(str, c))}: {errors.get(c, '')}", err=True)
+        click.echo(f"{len(failed)} cells failed; rerun with --retry-failed after fixing the cause", err=True)
+        sys.exit(1)
+
+
+def execute(spec, run_dir: pathlib.Path, retry_failed=False, quiet=False):
+    from relearnbench.progress import Progress
+    from relearnbench.runner import cached_plan
+    from relearnbench.spec import spec_dict
+    from relearnbench.store import Store
+
+    cached_plan(spec)  # validate everything before any work or any file
+    store = Store(run_dir)
+    store.set_meta("spec", spec_dict(spec))
+    if spec.executor == "ray":
+        from relearnbench.ray_executor import run_ray
+
+        return run_ray(spec, store, retry_failed=retry_failed, quiet=quiet)
+    if spec.gpus:
+        from relearnbench.ray_executor import run_local_gpus
+
+        return run_local_gpus(spec, store, retry_failed=retry_failed, quiet=quiet)
+    from relearnbench.executors import run_local
+
+    with Progress(enabled=not quiet) as progress:
+        return run_local(spec, store, retry_failed=retry_failed, progress=progress)
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1)
+@click.option("--format", "fmt", default="rich", type=click.Choice(["rich", "md", "csv", "latex", "html"]))
+@click.option("--long", "long", is_flag=True, help="One row per record.")
+@click.option("--stages", default="pre,post", help="Stages in the wide table: a comma list, or 'all' for the curve.")
+@click.option("--timing", is_flag=True, help="--long: add stage seconds and peak memory.")
+@_plugins
+def table(run_dirs, fmt, long, stages, timing, plugins, debug):
+    """Print the leaderboard of RUN_DIRS (default: the newest run under runs/)."""
+    _load_plugins(plugins)
+    _print_table(list(run_dirs), fmt, long, stages, timing)
+
+
+def _print_table(run_dirs, fmt, long, stages, timing):
+    from relearnbench import table as T
+
+    run_dirs = run_dirs or [str(T.newest_run())]
+    df, cells = T.load(run_dirs)
+    if long:
+        frame = T.long_table(df, timing)
+    else:
+        frame = T.leaderboard(df, None if stages == "all" else tuple(s.strip() for s in stages.split(",")))
+    click.echo(T.render(frame, fmt, title=", ".join(run_dirs)), nl=False)
+
+
+@cli.command()
+@click.argument("kind", required=False, type=click.Choice(KINDS))
+@click.argument("pattern", required=False, default="*")
+@_plugins
+def ls(kind, pattern, plugins, debug):
+    """List plugins of KIND (all kinds by default) matching PATTERN (fnmatch)."""
+    from relearnbench.concepts import list_concepts
+    from relearnbench.registry import REGISTRIES
+    from relearnbench.spec import list_grids
+
+    _load_plugins(plugins)
+    for k in ([kind] if kind else KINDS):
+        if k == "concepts":
+            rows = list_concepts(pattern)
+        elif k == "grids":
+            rows = list_grids(pattern)
+        else:
+            reg = REGISTRIES[k]
+            rows = [(n, reg.description(n)) for n in reg.list(pattern)]
+        click.echo(f"{k}:")
+        for name, desc in rows:
+            click.echo(f"  {name:<18} {desc}")
+
+
+@cli.group()
+def toy():
+    """The embedded toy world."""
+
+
+@toy.command("build")
+@click.option("--out", type=click.Path(file_okay=False), help="Where to write (default: the package's assets).")
+@click.option("--quick", is_flag=True, help="A shortened build (a minute) for testing the recipe.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks.")
+def toy_build(out, quick, debug):
+    """Rebuild the toy model, judge and CLIP from the recipe, deterministically."""
+    import json
+
+    from relearnbench.models import TOY_DIR
+    from relearnbench.toy.build import build
+
+    summary = build(pathlib.Path(out) if out else TOY_DIR, quick=quick)
+    click.echo(json.dumps(summary, indent=1, default=str))
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        cli.main(args=argv, prog_name="relearnbench", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except UserError as e:
+        if debug:
+            raise
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except Exception as e:  # an unexpected failure still gets one readable line
+        if debug:
+            raise
+        click.echo(f"error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

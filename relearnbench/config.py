@@ -1,0 +1,133 @@
+"""Typed, frozen plugin configs: dataclass defaults, then the TOML preset beside the plugin for the
+model's scale (``toy`` or ``sd14``), then the registry entry's preset, then ``--set`` overrides.
+An unknown key is an error naming it; a bad value names the key path and the expected type."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import pathlib
+import tomllib
+import typing
+from typing import Any
+
+from relearnbench.errors import UserError, near_misses
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: TOML syntax when it parses (1e-5, true, [0, 2]), else the bare string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_sets(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``["esd.lr=1e-5", "sample.steps=10"]`` -> ``{"esd": {"lr": 1e-5}, "sample": {"steps": 10}}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        namespace, dot, field = key.strip().partition(".")
+        if not eq or not dot or not namespace or not field:
+            raise UserError(f"malformed --set {item!r}: expected plugin.key=value, e.g. --set esd.lr=1e-5")
+        out.setdefault(namespace, {})[field] = parse_value(value.strip())
+    return out
+
+
+def coerce(path: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; the error names ``path`` and the type."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return coerce(path, value, a)
+            except UserError:
+                pass
+        raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise UserError(f"{path}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{path}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(coerce(f"{path}[{i}]", v, item) for i, v in enumerate(value))
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # --set model.path=123 is still a path
+    elif isinstance(value, tp):
+        return value
+    raise UserError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def make_config(config_cls, namespace: str, *layers: dict) -> Any:
+    """Instantiate ``config_cls`` from its defaults and ``layers`` applied in order."""
+    hints = typing.get_type_hints(config_cls)
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    values: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if key not in fields:
+                raise UserError(f"unknown config key {namespace}.{key}; {near_misses(key, sorted(fields))}")
+            values[key] = coerce(f"{namespace}.{key}", value, hints[key])
+    return config_cls(**values)
+
+
+def preset_file_layer(plugin_cls, scale: str) -> dict:
+    """The ``[scale]`` table of the TOML file beside the plugin's module (``methods/esd.toml``)."""
+    try:
+        path = pathlib.Path(inspect.getfile(plugin_cls)).with_suffix(".toml")
+    except TypeError:
+        return {}
+    if not path.exists():
+        return {}
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    table = data.get(scale, {})
+    name = getattr(plugin_cls, "config_name", None)
+    # a shared file may hold several plugins' presets: [toy.ft], [toy.lora]
+    if name and isinstance(table.get(name), dict):
+        return table[name]
+    return {k: v for k, v in table.items() if not isinstance(v, dict)}
+
+
+def config_dict(config) -> dict:
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
+
+
+def instantiate(plugin_cls, scale: str, sets: dict, preset: dict | None = None, used: set | None = None):
+    """Build a plugin with its resolved config. A plugin class may define a classmethod
+    ``instantiate(scale, sets, preset, used)`` to build itself (the ``+meta`` wrapper does, to
+    build its base method too). ``used`` collects the ``--set`` namespaces consumed."""
+    if hasattr(plugin_cls, "instantiate"):
+        return plugin_cls.instantiate(scale, sets, preset, used)
+    name = getattr(plugin_cls, "config_name", "") or plugin_cls.__name__.lower()
+    if used is not None:
+        used.add(name)
+    config = make_config(plugin_cls.Config, name, preset_file_layer(plugin_cls, scale), preset or {},
+                         sets.get(name, {}))
+    return plugin_cls(config)

@@ -1,0 +1,79 @@
+"""Training images for methods and attacks, from the source the concept declares.
+
+* ``world``: the toy world's procedural renderer (real images of the prompt).
+* ``generate``: images the *original* model samples from the prompts, generated once and cached.
+* a folder: ``metadata.jsonl`` lines ``{"file_name": ..., "text": ...}`` (the diffusers convention).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+from typing import Sequence
+
+import torch
+
+from relearnbench.api import Concept, Context, Model, Prompt
+from relearnbench.errors import UserError
+
+
+def images_for(prompts: Sequence[str], n_per_prompt: int, concept: Concept, model: Model, ctx: Context,
+               source: str = "", seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+    """(images [N,3,R,R] in [0,1], caption per image) for ``prompts`` at ``model.resolution``."""
+    source = source or concept.attack_data
+    if source == "world":
+        from relearnbench.toy.world import sample_images
+
+        images, captions = sample_images(list(prompts), n_per_prompt, seed)
+        return _resize(images, model.resolution), captions
+    if source == "generate":
+        return _generated(prompts, n_per_prompt, model, ctx, seed)
+    return folder_images(pathlib.Path(source), model.resolution)
+
+
+def _generated(prompts, n_per_prompt, model, ctx, seed):
+    from relearnbench.diffusion import sample
+    from relearnbench.evaluate import SampleConfig
+
+    cfg = ctx.sample_config or SampleConfig()
+    key = hashlib.sha256(json.dumps([model.fingerprint, list(prompts), n_per_prompt, seed, cfg.steps,
+                                     cfg.guidance]).encode()).hexdigest()[:20]
+    captions = [p for p in prompts for _ in range(n_per_prompt)]
+    if ctx.artifacts is not None and ctx.artifacts.exists("data", key, ".safetensors"):
+        return ctx.artifacts.load_tensors("data", key)["images"], captions
+    if ctx.base is None:
+        raise UserError("generating attack data needs the original model, which this context lacks")
+    base = ctx.base()  # the original model, not the unlearned one: the attacker has clean data
+    images = sample(base, [Prompt(p) for p in prompts], n_per_prompt, steps=cfg.steps, guidance=cfg.guidance,
+                    seed=seed + 10_000, batch_size=cfg.batch_size, progress=ctx.progress)
+    if ctx.artifacts is not None:
+        ctx.artifacts.save_tensors("data", key, {"images": images})
+    return images, captions
+
+
+def folder_images(folder: pathlib.Path, resolution: int) -> tuple[torch.Tensor, list[str]]:
+    import numpy as np
+    from PIL import Image
+
+    meta = folder / "metadata.jsonl"
+    if not meta.exists():
+        raise UserError(f"image folder {folder} has no metadata.jsonl "
+                        '(one line per image: {"file_name": "0.png", "text": "a caption"})')
+    images, captions = [], []
+    for line in meta.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            img = Image.open(folder / row["file_name"]).convert("RGB").resize((resolution, resolution))
+            images.append(torch.from_numpy(np.asarray(img)).permute(2, 0, 1).float() / 255)
+            captions.append(row["text"])
+    if not images:
+        raise UserError(f"image folder {folder}: metadata.jsonl lists no images")
+    return torch.stack(images), captions
+
+
+def _resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    if images.shape[-1] == resolution:
+        return images
+    return torch.nn.functional.interpolate(images, size=(resolution, resolution), mode="bilinear",
+                                           antialias=True).clamp(0, 1)

@@ -1,0 +1,158 @@
+"""The shared diffusion math. Every method, attack and metric calls these; nothing re-implements them.
+
+Notation: x0 clean latents, ε noise, t timestep, x_t = √ᾱ_t x0 + √(1-ᾱ_t) ε (``scheduler.add_noise``),
+c a text embedding, ε_θ(x_t, t, c) the UNet. The denoising loss L_DM = ‖target − ε_θ(x_t, t, c)‖²
+with the target set by ``prediction_type`` (ε, v or x0).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+from relearnbench.api import Model, Prompt
+
+
+# -- text -------------------------------------------------------------------------------------
+def tokenize(model: Model, prompts: Sequence[str]) -> torch.Tensor:
+    return model.tokenizer(list(prompts), padding="max_length", truncation=True,
+                           max_length=model.tokenizer.model_max_length, return_tensors="pt").input_ids
+
+
+def encode_text(model: Model, prompts: Sequence[str], text_encoder=None) -> torch.Tensor:
+    """c = text_encoder(tokens) [B, 77, D] (the last hidden state, as Stable Diffusion conditions on)."""
+    text_encoder = text_encoder or model.text_encoder
+    ids = tokenize(model, prompts).to(text_encoder.device)
+    return text_encoder(ids)[0]
+
+
+@torch.no_grad()
+def encode_text_frozen(model: Model, prompts: Sequence[str]) -> torch.Tensor:
+    """Text embeddings that do not change during training: compute once, reuse every step."""
+    return encode_text(model, prompts).float()
+
+
+# -- images <-> latents -----------------------------------------------------------------------
+@torch.no_grad()
+def encode_images(model: Model, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """x0 = vae.encode(2·image − 1).mean · scaling_factor for images in [0, 1]; float32 latents."""
+    out = []
+    vae = model.vae
+    for chunk in images.split(batch_size):
+        x = (chunk.to(vae.device, vae.dtype) * 2 - 1)
+        out.append(vae.encode(x).latent_dist.mean.float() * vae.config.scaling_factor)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def decode_latents(model: Model, latents: torch.Tensor) -> torch.Tensor:
+    vae = model.vae
+    x = vae.decode(latents.to(vae.device, vae.dtype) / vae.config.scaling_factor).sample
+    return ((x.float() + 1) / 2).clamp(0, 1)
+
+
+# -- noising and the denoising loss -----------------------------------------------------------
+def sample_timesteps(model: Model, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    T = model.scheduler.config.num_train_timesteps
+    return torch.randint(0, T, (n,), generator=generator).to(model.unet.device)
+
+
+def add_noise(model: Model, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return model.scheduler.add_noise(x0, noise, t)
+
+
+def loss_target(model: Model, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    kind = model.scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return model.scheduler.get_velocity(x0, noise, t)
+    if kind == "sample":
+        return x0
+    raise ValueError(f"unknown prediction_type {kind!r}")
+
+
+def predict(unet, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """ε_θ(x_t, t, c) in float32 whatever the UNet's dtype."""
+    return unet(x_t.to(unet.dtype), t, encoder_hidden_states=c.to(unet.dtype)).sample.float()
+
+
+def denoising_loss(model: Model, x0: torch.Tensor, c: torch.Tensor, unet=None,
+                   generator: Optional[torch.Generator] = None, t: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """L_DM(θ; x0, c) = E_{t, ε} ‖target(x0, ε, t) − ε_θ(x_t, t, c)‖², one Monte-Carlo sample per item."""
+    unet = unet or model.unet
+    x0 = x0.to(unet.device)
+    noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+    if t is None:
+        t = sample_timesteps(model, x0.shape[0], generator)
+    x_t = add_noise(model, x0, noise, t)
+    return F.mse_loss(predict(unet, x_t, t, c.to(unet.device)), loss_target(model, x0, noise, t))
+
+
+def cfg(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: ε̃ = ε(∅) + s (ε(c) − ε(∅)). ESD's negative guidance is s = −η."""
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+def ddim_scheduler(model: Model, steps: int) -> DDIMScheduler:
+    s = DDIMScheduler.from_config(model.scheduler.config)
+    s.set_timesteps(steps, device=model.unet.device)
+    return s
+
+
+@torch.no_grad()
+def ddim_to_step(model: Model, c: torch.Tensor, uncond: torch.Tensor, stop: int, steps: int,
+                 guidance: float, generator: Optional[torch.Generator] = None, unet=None):
+    """Sample x_t with DDIM from pure noise down to step index ``stop`` of ``steps`` (ESD's x_t).
+
+    Returns (x_t, t): the latents after ``stop`` denoising steps and the timestep they sit at.
+    """
+    unet = unet or model.unet
+    sched = ddim_scheduler(model, steps)
+    b = c.shape[0]
+    shape = (b, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    x = torch.randn(shape, generator=generator).to(unet.device) * sched.init_noise_sigma
+    for t in sched.timesteps[:stop]:
+        tt = t.expand(b)
+        eps = cfg(predict(unet, x, tt, uncond.expand_as(c)), predict(unet, x, tt, c), guidance)
+        x = sched.step(eps, t, x).prev_sample
+    return x, sched.timesteps[stop].expand(b)
+
+
+# -- sampling images --------------------------------------------------------------------------
+def pipeline(model: Model, steps: int) -> StableDiffusionPipeline:
+    sched = DDIMScheduler.from_config(model.scheduler.config)
+    pipe = StableDiffusionPipeline(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
+                                   unet=model.unet, scheduler=sched, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def sample(model: Model, prompts: Sequence[Prompt], n_per_prompt: int, *, steps: int, guidance: float,
+           seed: int, batch_size: int = 32, progress=None) -> torch.Tensor:
+    """Images [len(prompts)·n, 3, H, W] in [0, 1], prompt-major. Image j of prompt i uses seed
+    ``prompt.seed`` (or ``seed + i``) · 1000 + j, so any subset re-samples identically."""
+    pipe = pipeline(model, steps)
+    jobs = []  # (index, text, guidance, generator seed)
+    for i, p in enumerate(prompts):
+        base = p.seed if p.seed is not None else seed * 100003 + i
+        g = p.guidance if p.guidance is not None else guidance
+        jobs += [(len(jobs) + j, p.text, g, base * 1000 + j) for j in range(n_per_prompt)]
+    c, h = model.unet.config.in_channels, model.unet.config.sample_size
+    images = torch.empty((len(jobs), 3, model.resolution, model.resolution))
+    chunks = [jobs[k:k + batch_size] for k in range(0, len(jobs), batch_size)]
+    for chunk in (progress.track(chunks, description="sampling") if progress is not None else chunks):
+        for g in sorted({j[2] for j in chunk}):  # the pipeline takes one guidance scale per call
+            part = [j for j in chunk if j[2] == g]
+            latents = torch.stack([torch.randn((c, h, h), generator=torch.Generator().manual_seed(s))
+                                   for *_, s in part])
+            imgs = pipe([j[1] for j in part], num_inference_steps=steps, guidance_scale=g,
+                        latents=latents.to(model.unet.device, model.unet.dtype), output_type="pt",
+                        height=model.resolution, width=model.resolution).images
+            images[[j[0] for j in part]] = imgs.float().cpu()
+    return images

@@ -1,0 +1,65 @@
+"""One evaluation stage: images are sampled once per prompt set and shared by every metric."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from relearnbench.api import Concept, Context, Model, Prompt
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    images_per_prompt: int = 4  # images sampled per forget prompt
+    benign_images_per_prompt: int = 4  # images sampled per related / unrelated benign prompt
+    steps: int = 20  # DDIM steps
+    guidance: float = 5.0  # classifier-free guidance scale, unless the prompt file sets one
+    batch_size: int = 32  # images per sampler call
+
+
+SampleConfig.config_name = "sample"  # the --set namespace: --set sample.steps=50
+
+
+class Evaluation:
+    """What a metric sees: the model at one stage, its concept, the judge, and shared images."""
+
+    def __init__(self, model: Model, concept: Concept, ctx: Context, stage: str,
+                 forget_prompts: Optional[Sequence[Prompt]] = None):
+        self.model, self.concept, self.ctx, self.stage = model, concept, ctx, stage
+        self.config: SampleConfig = ctx.sample_config or SampleConfig()
+        self.forget_prompts = tuple(forget_prompts) if forget_prompts is not None else concept.forget
+        self._images: dict[str, tuple] = {}
+        self.cell: dict = {}  # model, concept, method, (attack,) seed: set by the harness
+
+    @property
+    def judge(self):
+        return self.ctx.judge
+
+    def prompts(self, which: str) -> tuple[Prompt, ...]:
+        if which == "forget":
+            return self.forget_prompts
+        texts = {"related": self.concept.related, "unrelated": self.concept.unrelated,
+                 "benign": self.concept.benign}[which]
+        return tuple(Prompt(t) for t in texts)
+
+    def images(self, which: str):
+        """(images [N,3,H,W] in [0,1], prompt text per image, prompt index per image) for
+        ``which`` in forget / related / unrelated / benign; sampled on first use, then shared."""
+        if which == "benign" and "related" in self._images and "unrelated" in self._images:
+            import torch
+            r, u = self._images["related"], self._images["unrelated"]
+            n = len(self.concept.related)
+            return torch.cat([r[0], u[0]]), r[1] + u[1], r[2] + [i + n for i in u[2]]
+        if which not in self._images:
+            from relearnbench.diffusion import sample
+
+            prompts = self.prompts(which)
+            n = self.config.images_per_prompt if which == "forget" else self.config.benign_images_per_prompt
+            # benign prompts get their own seed stream so adding a prompt to one set leaves the other alone
+            seed = self.ctx.seed * 7 + {"forget": 0, "related": 1, "unrelated": 2, "benign": 3}[which]
+            imgs = sample(self.model, prompts, n, steps=self.config.steps, guidance=self.config.guidance,
+                          seed=seed, batch_size=self.config.batch_size, progress=self.ctx.progress)
+            texts = [p.text for p in prompts for _ in range(n)]
+            index = [i for i in range(len(prompts)) for _ in range(n)]
+            self._images[which] = (imgs, texts, index)
+        return self._images[which]

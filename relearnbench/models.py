@@ -1,0 +1,143 @@
+"""Model plugins: one loader for every Stable-Diffusion-1.x-shaped model, the toy one included.
+
+Never downloads: a hub id is looked up in the local Hugging Face cache only, and a missing copy
+is an error that says where we looked and how to provide the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+from dataclasses import dataclass
+
+from relearnbench.api import Model
+from relearnbench.errors import UserError
+
+TOY_DIR = pathlib.Path(__file__).parent / "toy" / "assets"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = ""  # a local diffusers folder; overrides the hub id of sd14 / sd15
+    revision: str = ""  # hub cache revision to use ("" = whatever the cache's main points at)
+
+
+def load_model(name: str, config: ModelConfig, device="cpu", dtype=None) -> Model:
+    """``name`` is a MODELS registry name or a path to a diffusers SD-1.x folder."""
+    from relearnbench.registry import MODELS
+
+    if name not in MODELS and pathlib.Path(name).is_dir():
+        return load_folder(name, pathlib.Path(name), preset="sd14", device=device, dtype=dtype)
+    loader = MODELS.get(name)
+    meta = MODELS.meta(name)
+    return loader(name, config, meta, device=device, dtype=dtype)
+
+
+def load_toy(name, config: ModelConfig, meta: dict, device="cpu", dtype=None) -> Model:
+    folder = pathlib.Path(config.path) if config.path else TOY_DIR / "model"
+    if not (folder / "model_index.json").exists():
+        raise UserError(f"toy model not found at {folder}; rebuild it with `relearnbench toy build`")
+    return load_folder(name, folder, preset=meta.get("preset", "toy"), device=device, dtype=dtype)
+
+
+def load_sd(name, config: ModelConfig, meta: dict, device="cpu", dtype=None) -> Model:
+    if config.path:
+        folder = pathlib.Path(config.path)
+        if not (folder / "model_index.json").exists():
+            raise UserError(f"model.path={folder} is not a diffusers folder (no model_index.json)")
+    else:
+        folder = _hub_cache(meta["hub_id"], config.revision)
+    return load_folder(name, folder, preset=meta.get("preset", "sd14"), device=device, dtype=dtype)
+
+
+def _hub_cache(hub_id: str, revision: str) -> pathlib.Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    try:
+        return pathlib.Path(snapshot_download(hub_id, revision=revision or None, local_files_only=True))
+    except Exception as e:  # LocalEntryNotFoundError and friends: nothing in the cache
+        raise UserError(
+            f"no local copy of {hub_id}: looked in the Hugging Face cache {HF_HUB_CACHE} ({type(e).__name__}); "
+            f"download it once elsewhere (`huggingface-cli download {hub_id}`) or pass a diffusers folder "
+            f"with --set model.path=DIR") from e
+
+
+def load_folder(name: str, folder: pathlib.Path, *, preset: str, device="cpu", dtype=None) -> Model:
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    dtype = dtype or torch.float32
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype)
+    text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype)
+    tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
+    scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+    return _assemble(name, unet, text_encoder, tokenizer, vae, scheduler, preset,
+                     _folder_fingerprint(folder), device, dtype)
+
+
+def load_sd_random(name, config: ModelConfig, meta: dict, device="cpu", dtype=None) -> Model:
+    """The SD-1.4 architecture from its published configs, random weights (seed 0): speed only."""
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    dtype = dtype or torch.float32
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8,
+                                block_out_channels=(320, 640, 1280, 1280), layers_per_block=2)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=512, layers_per_block=2,
+                        block_out_channels=(128, 256, 512, 512),
+                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4).to(dtype)
+    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
+                                                num_hidden_layers=12, num_attention_heads=12,
+                                                max_position_embeddings=77, hidden_act="quick_gelu")).to(dtype)
+    tokenizer = CLIPTokenizer.from_pretrained(TOY_DIR / "model" / "tokenizer")  # SD-1's BPE tokenizer
+    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              num_train_timesteps=1000, clip_sample=False)
+    return _assemble(name, unet, text_encoder, tokenizer, vae, scheduler, meta.get("preset", "sd14"),
+                     "sd14-random-seed0", device, dtype)
+
+
+def _assemble(name, unet, text_encoder, tokenizer, vae, scheduler, preset, fingerprint, device, dtype) -> Model:
+    for module in (unet, vae, text_encoder):
+        module.requires_grad_(False)
+        module.eval()
+    unet.to(device)  # trainable weights stay float32
+    vae.to(device, dtype)
+    text_encoder.to(device, dtype)
+    resolution = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
+    return Model(name=name, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae,
+                 scheduler=scheduler, resolution=resolution, preset=preset, fingerprint=fingerprint,
+                 device=device, dtype=dtype)
+
+
+def _folder_fingerprint(folder: pathlib.Path) -> str:
+    """Hash of the configs and of each weight file's name and size (hashing GBs of SD weights at
+    every start would cost minutes; the toy's files are small enough to hash in full)."""
+    h = hashlib.sha256()
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            rel = str(f.relative_to(folder)).encode()
+            small = f.stat().st_size < 32 * 2**20
+            h.update(rel + (f.read_bytes() if small else str(f.stat().st_size).encode()))
+    return h.hexdigest()[:16]
+
+
+def copy_model(model: Model, unet_state: dict | None = None) -> Model:
+    """A copy whose UNet (and text encoder, which concept inversion edits) can be changed freely."""
+    import copy
+
+    unet = copy.deepcopy(model.unet)
+    if unet_state is not None:
+        unet.load_state_dict(unet_state)
+    return dataclasses.replace(model, unet=unet, text_encoder=copy.deepcopy(model.text_encoder),
+                               tokenizer=copy.deepcopy(model.tokenizer))
+
+
+def model_info(model: Model) -> str:
+    return json.dumps({"name": model.name, "fingerprint": model.fingerprint, "preset": model.preset})

@@ -1,0 +1,166 @@
+"""One generic registry per plugin kind: methods, attacks, metrics, models, judges.
+
+Built-ins are lazy ``"module:Object"`` strings imported on first ``get`` so that ``relearnbench ls``
+imports no torch. Third parties register through entry points in the group named like the
+registry (``relearnbench.methods`` ...) or with ``--plugin some.module`` (a module that calls
+``register``). A duplicate name is an error, never a silent overwrite.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import importlib.metadata
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, TypeVar
+
+from relearnbench.errors import UserError, near_misses
+
+T = TypeVar("T")
+
+
+@dataclass
+class Entry:
+    name: str
+    target: Any  # the object, or a lazy "module:attr" string
+    description: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind  # "methods", "attacks", ...
+        self.group = f"relearnbench.{kind}"
+        self._entries: dict[str, Entry] = {}
+        self._entry_points_loaded = False
+        # name -> resolver(name) for composite names such as "esd+meta"
+        self._suffixes: dict[str, Callable[[str, str], Any]] = {}
+
+    # -- registering -------------------------------------------------------------------------
+    def register(self, name: str, target: Any = None, *, description: str = "", **meta):
+        """``REG.register("x", "pkg.mod:Cls", description=...)`` or ``@REG.register("x")``."""
+        if target is None:
+            def decorator(obj):
+                self._add(name, obj, description or _first_line(obj.__doc__), meta)
+                return obj
+            return decorator
+        self._add(name, target, description or (
+            "" if isinstance(target, str) else _first_line(target.__doc__)), meta)
+        return target
+
+    def _add(self, name, target, description, meta):
+        if name in self._entries:
+            raise UserError(f"{self.kind[:-1]} {name!r} is registered twice "
+                            f"({self._entries[name].target!r} and {target!r}); rename one")
+        if "+" in name:
+            raise UserError(f"{self.kind[:-1]} name {name!r} may not contain '+' (reserved for wrappers)")
+        self._entries[name] = Entry(name, target, description, meta)
+
+    def add_suffix(self, suffix: str, resolver: Callable[[str, str], Any]):
+        """``NAME+suffix`` resolves through ``resolver(base_name, suffix)``."""
+        self._suffixes[suffix] = resolver
+
+    def _load_entry_points(self):
+        if self._entry_points_loaded:
+            return
+        self._entry_points_loaded = True
+        for ep in importlib.metadata.entry_points(group=self.group):
+            self._add(ep.name, ep.value, "", {"source": ep.dist.name if ep.dist else "entry point"})
+
+    # -- looking up --------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(self._entries)
+
+    def list(self, pattern: str = "*") -> list[str]:
+        return [n for n in self.names() if fnmatch.fnmatch(n, pattern)]
+
+    def __contains__(self, name: str) -> bool:
+        try:
+            self.check(name)
+            return True
+        except UserError:
+            return False
+
+    def check(self, name: str) -> None:
+        """Validate a name (composites included) without importing anything heavy."""
+        base, _, suffix = name.partition("+")
+        if base not in self.names():
+            raise UserError(f"unknown {self.kind[:-1]} {base!r}; {near_misses(base, self.names())}")
+        if suffix and suffix not in self._suffixes:
+            raise UserError(f"{self.kind[:-1]} {name!r}: unknown wrapper '+{suffix}'; "
+                            f"known: {', '.join('+' + s for s in self._suffixes) or '(none)'}")
+
+    def entry(self, name: str) -> Entry:
+        self.check(name.partition("+")[0])
+        return self._entries[name.partition("+")[0]]
+
+    def meta(self, name: str) -> dict:
+        return dict(self.entry(name).meta)
+
+    def description(self, name: str) -> str:
+        e = self.entry(name)
+        if not e.description and not isinstance(e.target, str):
+            e.description = _first_line(e.target.__doc__)
+        return e.description
+
+    def get(self, name: str) -> T:
+        self.check(name)
+        base, _, suffix = name.partition("+")
+        if suffix:
+            return self._suffixes[suffix](base, suffix)
+        e = self._entries[base]
+        if isinstance(e.target, str):
+            e.target = _import(e.target)
+            if not e.description:
+                e.description = _first_line(getattr(e.target, "__doc__", ""))
+        return e.target
+
+
+def _import(path: str):
+    module, _, attr = path.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split(".") if attr else []:
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise UserError(f"cannot import plugin {path!r}: {e}") from e
+    return obj
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0].strip() if (doc or "").strip() else ""
+
+
+METHODS: Registry = Registry("methods")
+ATTACKS: Registry = Registry("attacks")
+METRICS: Registry = Registry("metrics")
+MODELS: Registry = Registry("models")
+JUDGES: Registry = Registry("judges")
+REGISTRIES = {r.kind: r for r in (METHODS, ATTACKS, METRICS, MODELS, JUDGES)}
+
+
+def load_plugin(module: str) -> None:
+    """``--plugin some.module``: import a module (or a .py file) whose import registers plugins."""
+    import importlib.util
+    import pathlib
+    import sys
+
+    path = pathlib.Path(module)
+    try:
+        if path.suffix == ".py":
+            if not path.exists():
+                raise UserError(f"--plugin {module}: no such file")
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[path.stem] = mod
+            spec.loader.exec_module(mod)
+        else:
+            importlib.import_module(module)
+    except ImportError as e:
+        raise UserError(f"--plugin {module}: cannot import it ({e}); is it on PYTHONPATH?") from e
+
+
+from relearnbench import builtins as _builtins  # noqa: E402  (registers the lazy built-ins)
+
+_builtins.register_all()

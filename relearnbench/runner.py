@@ -1,0 +1,390 @@
+"""Turning a spec into records: plan (validate everything first), then the two jobs every executor
+runs — unlearn-and-evaluate-pre per (model, concept, method, seed), and attack-and-evaluate per cell.
+
+Both jobs are plain functions of (spec, keys, run directory) so a Ray worker can run them as well as
+this process; their outputs are cached as content-addressed artifacts in the run directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import pathlib
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from relearnbench import __version__
+from relearnbench.api import Context, Score
+from relearnbench.config import config_dict, instantiate, make_config, preset_file_layer
+from relearnbench.errors import UserError, near_misses
+from relearnbench.spec import DTYPES, Spec, spec_dict
+from relearnbench.store import Record, Store
+
+CORE_NAMESPACES = ("model", "concept", "sample")
+
+
+# -- the plan: every name, concept and config resolved before any work -----------------------------
+@dataclass
+class Plan:
+    spec: Spec
+    scales: dict[str, str]  # model name -> preset scale ("toy" | "sd14")
+    model_config: Any
+    concepts: dict[str, Any]
+    sample: dict[str, Any]  # scale -> SampleConfig
+    plugins: dict[tuple, Any]  # (kind, name, scale) -> plugin instance
+    judges: dict[tuple, Any]  # (concept, scale) -> judge instance
+    needs_model: bool = True
+
+    def method(self, name, model):
+        return self.plugins[("methods", name, self.scales[model])]
+
+    def attack(self, name, model):
+        return self.plugins[("attacks", name, self.scales[model])]
+
+    def metrics(self, model):
+        return [self.plugins[("metrics", m, self.scales[model])] for m in self.spec.metrics]
+
+
+def plan(spec: Spec) -> Plan:
+    from relearnbench.concepts import load_concept
+    from relearnbench.evaluate import SampleConfig
+    from relearnbench.models import ModelConfig
+    from relearnbench.registry import ATTACKS, JUDGES, METHODS, METRICS, MODELS
+
+    sets, used = spec.sets, set(CORE_NAMESPACES)
+    scales = {}
+    for m in spec.models:
+        if m in MODELS:
+            scales[m] = MODELS.meta(m).get("preset", "sd14")
+        elif pathlib.Path(m).is_dir():
+            scales[m] = "sd14"
+        else:
+            MODELS.check(m)  # raises with the known names
+    for kind, registry, names in (("methods", METHODS, spec.methods), ("attacks", ATTACKS, spec.attacks),
+                                  ("metrics", METRICS, spec.metrics)):
+        for n in names:
+            registry.check(n)
+    model_config = make_config(ModelConfig, "model", sets.get("model", {}))
+    concepts = {c: load_concept(c, sets.get("concept")) for c in spec.concepts}
+    sample = {s: make_config(SampleConfig, "sample", preset_file_layer(SampleConfig, s), sets.get("sample", {}))
+              for s in set(scales.values())}
+    plugins, judges = {}, {}
+    for scale in set(scales.values()):
+        for kind, registry, names in (("methods", METHODS, spec.methods), ("attacks", ATTACKS, spec.attacks),
+                                      ("metrics", METRICS, spec.metrics)):
+            for n in names:
+                preset = registry.meta(n.partition("+")[0]).get("preset")
+                plugins[(kind, n, scale)] = instantiate(registry.get(n), scale, sets, preset, used)
+    needs_model = any(p.needs_model for p in plugins.values())
+    if any(p.needs_model for (k, _, _), p in plugins.items() if k == "metrics"):
+        for scale in set(scales.values()):
+            for c, concept in concepts.items():
+                JUDGES.check(concept.judge)
+                judges[(c, scale)] = instantiate(JUDGES.get(concept.judge), scale, sets, concept.judge_config, used)
+    unknown = sorted(set(sets) - used)
+    if unknown:
+        raise UserError(f"--set {unknown[0]}.*: no plugin in this run reads namespace {unknown[0]!r}; "
+                        f"{near_misses(unknown[0], sorted(used))}")
+    return Plan(spec, scales, model_config, concepts, sample, plugins, judges, needs_model)
+
+
+_PLANS: dict[str, Plan] = {}
+
+
+def cached_plan(spec: Spec) -> Plan:
+    key = json.dumps(spec_dict(spec), sort_keys=True, default=str)
+    if key not in _PLANS:
+        _PLANS[key] = plan(spec)
+    return _PLANS[key]
+
+
+# -- hashing and provenance -------------------------------------------------------------------------
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def describe(plugin) -> dict:
+    """What determines a plugin's output: its class, version and resolved config."""
+    if hasattr(plugin, "describe_config"):
+        cfg = plugin.describe_config()
+    else:
+        cfg = config_dict(plugin.config)
+    return {"class": f"{type(plugin).__module__}.{type(plugin).__qualname__}", "version": plugin.version,
+            "config": cfg}
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"relearnbench": __version__}
+    for pkg in ("torch", "diffusers", "transformers", "peft", "open_clip_torch", "clean-fid", "nudenet"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+# -- resources --------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def measure(device):
+    """Wall seconds and peak memory (MiB) of a stage: CUDA max allocated, else the process's peak RSS
+    (reset at the start through /proc/self/clear_refs where Linux allows it)."""
+    out = {"seconds": 0.0, "peak_mb": 0.0}
+    cuda = str(device).startswith("cuda")
+    if cuda:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        with contextlib.suppress(OSError):
+            pathlib.Path("/proc/self/clear_refs").write_text("5")
+    t0 = time.perf_counter()
+    try:
+        yield out
+    finally:
+        out["seconds"] = time.perf_counter() - t0
+        if cuda:
+            import torch
+
+            out["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        else:
+            out["peak_mb"] = _peak_rss_mb()
+
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def seed_everything(seed: int):
+    import random
+
+    random.seed(seed)
+    try:
+        import numpy as np
+        import torch
+
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+
+
+# -- the worker side: models and judges cached per process -------------------------------------------
+_BASE: dict[tuple, Any] = {}
+
+
+def base_model(p: Plan, name: str):
+    import torch
+
+    from relearnbench.models import load_model
+
+    dtype = getattr(torch, DTYPES[p.spec.dtype])
+    key = (name, p.model_config, p.spec.device, str(dtype))
+    if key not in _BASE:
+        _BASE[key] = load_model(name, p.model_config, device=p.spec.device, dtype=dtype)
+    return _BASE[key]
+
+
+def context(p: Plan, model_name: str, concept: str, seed: int, store: Store, progress=None) -> Context:
+    from relearnbench.models import copy_model
+
+    scale = p.scales[model_name]
+    base = (lambda: copy_model(base_model(p, model_name))) if p.needs_model else None
+    return Context(device=p.spec.device, dtype=p.spec.dtype, seed=seed, judge=p.judges.get((concept, scale)),
+                   base=base, artifacts=store.artifacts, progress=progress, sample_config=p.sample[scale])
+
+
+def evaluate_stage(p: Plan, model, concept_name: str, ctx: Context, stage: str, cell: dict,
+                   forget_prompts=None) -> list[Record]:
+    from relearnbench.evaluate import Evaluation
+
+    ev = Evaluation(model, p.concepts[concept_name], ctx, stage, forget_prompts)
+    ev.cell = cell
+    t0 = time.perf_counter()
+    scores: list[Score] = []
+    for metric in p.metrics(cell["model"]):
+        scores += metric.compute(ev)
+    seconds = time.perf_counter() - t0
+    for s in scores:
+        if not math.isfinite(s.value):
+            raise FloatingPointError(f"metric {s.metric} is {s.value} at stage {stage}")
+    return [Record(stage, s.metric, float(s.value), s.lo, s.hi, s.n, eval_seconds=seconds, info=s.info)
+            for s in scores]
+
+
+def unlearn_key(p: Plan, model: str, concept: str, method: str, seed: int) -> str:
+    return digest({"model": model, "model_config": dataclasses.asdict(p.model_config),
+                   "fingerprint": _fingerprint(p, model), "concept": p.concepts[concept].sha256,
+                   "method": method, "plugin": describe(p.method(method, model)), "seed": seed,
+                   "device": p.spec.device, "dtype": p.spec.dtype})
+
+
+def _fingerprint(p: Plan, model: str) -> str:
+    return base_model(p, model).fingerprint if p.needs_model else model
+
+
+def pre_key(p: Plan, ukey: str, model: str, concept: str) -> str:
+    scale = p.scales[model]
+    judge = p.judges.get((concept, scale))
+    return digest({"unlearn": ukey, "sample": dataclasses.asdict(p.sample[scale]),
+                   "metrics": [describe(m) for m in p.metrics(model)],
+                   "judge": describe(judge) if judge else None})
+
+
+def unlearn_job(spec: Spec, run_dir: str, model: str, concept: str, method: str, seed: int,
+                progress=None) -> tuple[str, list[Record]]:
+    """Unlearn once (cached by content hash) and evaluate the unlearned model once (cached too).
+    Returns the unlearned artifact key and the ``pre`` records."""
+    p = cached_plan(spec)
+    store = Store(run_dir)
+    ukey = unlearn_key(p, model, concept, method, seed)
+    pkey = pre_key(p, ukey, model, concept)
+    if store.artifacts.exists("eval", pkey, ".json"):
+        return ukey, [Record(**r) for r in store.artifacts.load_json("eval", pkey)]
+    ctx = context(p, model, concept, seed, store, progress)
+    unlearned, stats = _unlearned(p, store, ctx, ukey, model, concept, method, seed)
+    seed_everything(seed)
+    with measure(spec.device) as m:
+        records = evaluate_stage(p, unlearned, concept, ctx, "pre",
+                                 {"model": model, "concept": concept, "method": method, "seed": seed})
+    for r in records:
+        r.seconds, r.peak_mb = stats["seconds"], max(stats["peak_mb"], m["peak_mb"])
+    store.artifacts.save_json("eval", pkey, [dataclasses.asdict(r) for r in records])
+    return ukey, records
+
+
+def _unlearned(p: Plan, store: Store, ctx: Context, ukey: str, model: str, concept: str, method: str, seed: int):
+    """The unlearned model, from the cache or by running the method."""
+    art = store.artifacts
+    plugin = p.method(method, model)
+    if art.exists("unlearn", ukey, ".json"):
+        stats = art.load_json("unlearn", ukey)
+        m = None
+        if p.needs_model:
+            from relearnbench.models import copy_model
+
+            m = copy_model(base_model(p, model), art.load_tensors("unlearn", ukey, device=p.spec.device))
+        return m, stats
+    m = ctx.base() if p.needs_model else None
+    seed_everything(seed)
+    with measure(p.spec.device) as stats:
+        plugin.unlearn(m, p.concepts[concept], ctx)
+    if m is not None:
+        state = m.unet.state_dict()
+        bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+        if bad:
+            raise FloatingPointError(f"{method} produced non-finite weights (first: {bad[0]}); "
+                                     f"lower its learning rate (--set {plugin.config_name}.lr=...)")
+        art.save_tensors("unlearn", ukey, state)
+    art.save_json("unlearn", ukey, {**stats, "method": method, "plugin": describe(plugin)})
+    return m, stats
+
+
+def attack_job(spec: Spec, run_dir: str, cell: tuple, ukey: str, pre: list[Record], progress=None) -> list[Record]:
+    """Attack a fresh copy of the unlearned model and evaluate it along the relearning curve."""
+    model_name, concept, method, attack_name, seed = cell
+    p = cached_plan(spec)
+    store = Store(run_dir)
+    ctx = context(p, model_name, concept, seed, store, progress)
+    m = None
+    if p.needs_model:
+        from relearnbench.models import copy_model
+
+        m = copy_model(base_model(p, model_name), store.artifacts.load_tensors("unlearn", ukey, device=spec.device))
+    records = [dataclasses.replace(r) for r in pre]
+    attack = p.attack(attack_name, model_name)
+    cell_dict = dict(zip(("model", "concept", "method", "attack", "seed"), cell))
+    t_attack = [0.0]
+    curve: list[list[Record]] = []
+
+    def evaluate(step=None, forget_prompts=None):
+        stage = "post" if step is None else f"post@{step}"
+        t_attack[0] += time.perf_counter() - t_mark[0]  # training time only, evaluation excluded
+        if step == 0 and forget_prompts is None:
+            recs = [dataclasses.replace(r, stage=stage, eval_seconds=0.0) for r in pre]
+        else:
+            recs = evaluate_stage(p, m, concept, ctx, stage, cell_dict, forget_prompts)
+        for r in recs:
+            r.seconds = t_attack[0]
+        curve.append(recs)
+        t_mark[0] = time.perf_counter()
+
+    seed_everything(seed + 1)
+    t_mark = [time.perf_counter()]
+    with measure(spec.device) as stats:
+        attack.run(m, p.concepts[concept], ctx, evaluate)
+    if not curve:
+        raise RuntimeError(f"attack {attack_name} never called evaluate()")
+    for recs in curve:
+        for r in recs:
+            r.peak_mb = stats["peak_mb"]
+        records += recs
+    if curve[-1][0].stage != "post":
+        records += [dataclasses.replace(r, stage="post") for r in curve[-1]]
+    return records
+
+
+def cell_config(p: Plan, cell: tuple) -> dict:
+    model, concept, method, attack, seed = cell
+    scale = p.scales[model]
+    judge = p.judges.get((concept, scale))
+    return {"cell": dict(zip(("model", "concept", "method", "attack", "seed"), cell)),
+            "model_config": dataclasses.asdict(p.model_config), "concept": p.concepts[concept].source,
+            "concept_sha256": p.concepts[concept].sha256, "sample": dataclasses.asdict(p.sample[scale]),
+            "method": describe(p.method(method, model)), "attack": describe(p.attack(attack, model)),
+            "metrics": {m: describe(x) for m, x in zip(p.spec.metrics, p.metrics(model))},
+            "judge": describe(judge) if judge else None, "device": p.spec.device, "dtype": p.spec.dtype}
+
+
+def failure_message(exc: BaseException) -> str:
+    msg = f"{type(exc).__name__}: {exc}"
+    if "out of memory" in str(exc).lower():
+        msg += " (hint: lower the batch size with --set PLUGIN.batch_size=N or sample.batch_size=N)"
+    return msg
+
+
+@dataclass
+class Outcome:
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    failures: list = field(default_factory=list)
+
+
+def write_result(store: Store, p: Plan, cell: tuple, records, exc: BaseException | None, outcome: Outcome):
+    cfg = cell_config(p, cell)
+    if exc is None:
+        store.write_cell(cell, records, status="done", config=cfg, config_hash=digest(cfg), versions=versions())
+        outcome.done += 1
+    else:
+        tb = "".join(traceback.format_exception(exc))
+        store.write_cell(cell, [], status="failed", config=cfg, config_hash=digest(cfg), versions=versions(),
+                         error=failure_message(exc), traceback=tb)
+        outcome.failed += 1
+        outcome.failures.append((cell, failure_message(exc)))
+
+
+def pending(spec: Spec, store: Store, retry_failed: bool) -> list[tuple]:
+    statuses = store.statuses()
+    todo = []
+    for cell in spec.cells():
+        st = statuses.get(cell)
+        if st == "done" or (st == "failed" and not retry_failed):
+            continue
+        todo.append(cell)
+    return todo

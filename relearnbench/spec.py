@@ -1,0 +1,121 @@
+"""A run's description — from a grid TOML and/or flags — validated before any work starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import pathlib
+import tomllib
+from dataclasses import dataclass, field
+
+from relearnbench.errors import UserError, near_misses
+
+GRID_DIR = pathlib.Path(__file__).parent / "grids"
+LISTS = ("models", "concepts", "methods", "attacks", "metrics", "seeds")
+SCALARS = ("name", "device", "dtype", "executor", "ray_address", "gpus", "description")
+DTYPES = {"float32": "float32", "fp32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
+          "fp16": "float16", "float16": "float16"}
+
+
+@dataclass
+class Spec:
+    name: str = "custom"
+    description: str = ""
+    models: list[str] = field(default_factory=lambda: ["toy"])
+    concepts: list[str] = field(default_factory=lambda: ["triangle", "striped"])
+    methods: list[str] = field(default_factory=lambda: ["none"])
+    attacks: list[str] = field(default_factory=lambda: ["none"])
+    metrics: list[str] = field(default_factory=lambda: ["asr", "fid", "clip", "related"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    sets: dict[str, dict] = field(default_factory=dict)  # namespace -> key -> value
+    device: str = "cpu"
+    dtype: str = "float32"
+    executor: str = "local"
+    ray_address: str = ""
+    gpus: str = ""  # "0,1": one worker process per GPU (local executor)
+
+    def cells(self):
+        """(model, concept, method, attack, seed) in the order that reuses cached artifacts."""
+        for m in self.models:
+            for c in self.concepts:
+                for meth in self.methods:
+                    for s in self.seeds:
+                        for a in self.attacks:
+                            yield (m, c, meth, a, s)
+
+
+def known_grids() -> dict[str, pathlib.Path]:
+    return {p.stem: p for p in sorted(GRID_DIR.glob("*.toml"))}
+
+
+def list_grids(pattern: str = "*") -> list[tuple[str, str]]:
+    out = []
+    for name, path in known_grids().items():
+        if fnmatch.fnmatch(name, pattern):
+            with path.open("rb") as f:
+                out.append((name, tomllib.load(f).get("description", "")))
+    return out
+
+
+def load_grid(name_or_path: str) -> dict:
+    path = pathlib.Path(name_or_path)
+    if not path.suffix == ".toml":
+        if name_or_path not in known_grids():
+            raise UserError(f"unknown grid {name_or_path!r}; {near_misses(name_or_path, list(known_grids()))}")
+        path = known_grids()[name_or_path]
+    if not path.exists():
+        raise UserError(f"grid file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"grid file {path}: malformed TOML ({e})") from e
+    data.setdefault("name", path.stem)
+    return data
+
+
+def build_spec(grid: dict | None, flags: dict, sets: dict[str, dict]) -> Spec:
+    """Grid values, then flags (a flag given overrides the grid's key), then ``--set``."""
+    values: dict = {}
+    for source, label in ((grid or {}), "grid"), (flags, "flag"):
+        for key, value in source.items():
+            if value is None or value == ():
+                continue
+            if key == "set":
+                continue
+            if key not in LISTS + SCALARS:
+                raise UserError(f"{label} key {key!r} is unknown; {near_misses(key, list(LISTS + SCALARS) + ['set'])}")
+            if key in LISTS:
+                value = _as_list(key, value)
+            values[key] = value
+    spec = Spec(**values)
+    grid_sets = (grid or {}).get("set", {})
+    if not isinstance(grid_sets, dict):
+        raise UserError("grid key 'set' must be a table, e.g. [set.esd] lr = 1e-5")
+    merged: dict[str, dict] = {}
+    for ns, table in list(grid_sets.items()) + list(sets.items()):
+        if not isinstance(table, dict):
+            raise UserError(f"grid [set.{ns}] must be a table of key = value")
+        merged.setdefault(ns, {}).update(table)
+    spec.sets = merged
+    if spec.dtype not in DTYPES:
+        raise UserError(f"--dtype {spec.dtype!r}: expected one of {', '.join(DTYPES)}")
+    if spec.executor not in ("local", "ray"):
+        raise UserError(f"--executor {spec.executor!r}: expected local or ray")
+    return spec
+
+
+def _as_list(key: str, value) -> list:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise UserError(f"{key}: expected a non-empty comma list or TOML array, got {value!r}")
+    if key == "seeds":
+        try:
+            return [int(v) for v in value]
+        except (TypeError, ValueError):
+            raise UserError(f"seeds: expected integers, got {value!r}") from None
+    return [str(v) for v in value]
+
+
+def spec_dict(spec: Spec) -> dict:
+    return dataclasses.asdict(spec)

@@ -1,0 +1,167 @@
+"""Leaderboards from results stores: one row per (concept, method), columns attack × metric × stage,
+mean ± 95 % interval over seeds (a single seed shows its own bootstrap interval), arrows from each
+metric's registered direction."""
+
+from __future__ import annotations
+
+import math
+import pathlib
+import re
+
+from relearnbench.errors import UserError
+from relearnbench.store import DB_NAME, Store
+
+LONG_COLUMNS = ["model", "concept", "method", "attack", "seed", "stage", "metric", "value", "lo", "hi", "n"]
+TIMING_COLUMNS = ["seconds", "peak_mb", "eval_seconds"]
+
+
+def newest_run(root: str = "runs") -> pathlib.Path:
+    runs = sorted((p.parent for p in pathlib.Path(root).glob(f"*/{DB_NAME}")), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise UserError(f"no runs found under {root}/; run `relearnbench run` first or name a run directory")
+    return runs[-1]
+
+
+def load(run_dirs: list[str]):
+    import pandas as pd
+
+    frames, cells = [], []
+    for d in run_dirs:
+        if not pathlib.Path(d).is_dir():
+            raise UserError(f"run directory {d} does not exist")
+        store = Store(d, create=False)
+        frames.append(store.records_frame())
+        cells.append(store.cells_frame())
+        store.close()
+    return pd.concat(frames, ignore_index=True), pd.concat(cells, ignore_index=True)
+
+
+def stage_order(stage: str) -> tuple:
+    if stage == "pre":
+        return (0, 0)
+    m = re.fullmatch(r"post@(\d+)", stage)
+    return (1, int(m.group(1))) if m else (2, 0)
+
+
+def long_table(df, timing: bool = False):
+    cols = LONG_COLUMNS + (TIMING_COLUMNS if timing else [])
+    out = df[cols].copy()
+    out["_stage"] = out["stage"].map(stage_order)
+    out = out.sort_values(["model", "concept", "method", "attack", "seed", "_stage", "metric"])
+    return out.drop(columns="_stage").reset_index(drop=True)
+
+
+def direction(metric: str):
+    from relearnbench.registry import METRICS
+
+    base = metric.split(".")[0]
+    if base not in METRICS:
+        return None
+    return METRICS.meta(base).get("higher_is_better")
+
+
+def t_quantile(n: int) -> float:
+    """0.975 quantile of Student's t with n − 1 degrees of freedom."""
+    try:
+        from scipy.stats import t
+
+        return float(t.ppf(0.975, n - 1))
+    except ImportError:
+        return 1.96
+
+
+def aggregate(df, stages=("pre", "post")):
+    """Mean, 95 % half-width and seed count per (model, concept, method, attack, metric, stage)."""
+    import pandas as pd
+
+    if stages:
+        df = df[df["stage"].isin(stages)]
+    rows = []
+    keys = ["model", "concept", "method", "attack", "metric", "stage"]
+    for key, g in df.groupby(keys, sort=False):
+        vals = g["value"].astype(float).tolist()
+        n = len(vals)
+        mean = sum(vals) / n
+        if n > 1:
+            sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+            half = t_quantile(n) * sd / math.sqrt(n)
+        elif pd.notna(g["lo"].iloc[0]) and pd.notna(g["hi"].iloc[0]):
+            half = (float(g["hi"].iloc[0]) - float(g["lo"].iloc[0])) / 2
+        else:
+            half = float("nan")
+        rows.append(dict(zip(keys, key), mean=mean, half=half, seeds=n))
+    return pd.DataFrame(rows, columns=keys + ["mean", "half", "seeds"])
+
+
+def fmt(mean: float, half: float) -> str:
+    if math.isnan(mean):
+        return "–"
+    s = _num(mean)
+    return s if math.isnan(half) else f"{s} ± {_num(half)}"
+
+
+def _num(x: float) -> str:
+    if x == 0:
+        return "0"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    if abs(x) >= 1:
+        return f"{x:.1f}"
+    return f"{x:.3f}"
+
+
+def leaderboard(df, stages=("pre", "post")):
+    """Wide table: index (model?, concept?, method), columns 'attack · metric↑ · stage'."""
+    agg = aggregate(df, stages)
+    if agg.empty:
+        raise UserError("no finished records to tabulate (every cell failed or none ran)")
+    agg["text"] = [fmt(m, h) for m, h in zip(agg["mean"], agg["half"])]
+    arrows = {True: "↑", False: "↓", None: ""}
+    agg["column"] = [f"{a} · {m}{arrows[direction(m)]} · {s}" for a, m, s in
+                     zip(agg["attack"], agg["metric"], agg["stage"])]
+    index = [k for k in ("model", "concept") if agg[k].nunique() > 1] + ["method"]
+    order_methods = list(dict.fromkeys(df["method"]))
+    order_cols = list(dict.fromkeys(
+        c for _, c in sorted(zip(
+            [(list(dict.fromkeys(df["attack"])).index(a), m, stage_order(s)) for a, m, s in
+             zip(agg["attack"], agg["metric"], agg["stage"])], agg["column"]))))
+    wide = agg.pivot_table(index=index, columns="column", values="text", aggfunc="first")
+    wide = wide.reindex(columns=order_cols)
+    wide = wide.reset_index()
+    wide["_m"] = wide["method"].map(order_methods.index)
+    wide = wide.sort_values([*index[:-1], "_m"]).drop(columns="_m")
+    return wide.fillna("–").reset_index(drop=True)
+
+
+def render(frame, fmt_name: str, title: str = "") -> str:
+    if fmt_name == "csv":
+        return frame.to_csv(index=False)
+    if fmt_name == "md":
+        cols = list(frame.columns)
+        lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join(" --- " for _ in cols) + "|"]
+        lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+        return "\n".join(lines) + "\n"
+    if fmt_name == "latex":
+        return frame.to_latex(index=False, escape=True)
+    if fmt_name == "html":
+        return frame.to_html(index=False, border=0, classes="leaderboard")
+    if fmt_name == "rich":
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=title or None)
+        for c in frame.columns:
+            table.add_column(str(c), justify="left" if c in ("model", "concept", "method") else "right")
+        for row in frame.itertuples(index=False):
+            table.add_row(*(_cell(v) for v in row))
+        console = Console(width=max(120, 24 * len(frame.columns)), record=True)
+        with console.capture() as cap:
+            console.print(table)
+        return cap.get()
+    raise UserError(f"--format {fmt_name!r}: expected rich, md, csv, latex or html")
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(v) if abs(v) < 1e-3 and v != 0 else f"{v:.6g}"
+    return str(v)
