@@ -164,3 +164,55 @@ def _asdict(config) -> dict:
     import dataclasses
 
     return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
+
+
+class LossMethod(Method):
+    """A method whose update is a gradient step on a loss (ESD, SalUn, a third party's).
+
+    A subclass implements ``prepare`` (encode fixed data once, freeze a teacher, say which UNet
+    parameters train) and ``loss`` (the unlearning loss at the current weights for one step);
+    ``unlearn`` below runs the loop. Exposing the per-step loss is all it takes to get ``X+meta``
+    and ``X+retain``: the meta wrapper adds its own terms to this loss's gradient at every step.
+
+    Config fields read here: ``steps`` and ``lr``; optional ``weight_decay`` and ``max_grad_norm``.
+    """
+
+    def prepare(self, model: Model, concept: Concept, ctx: Context) -> list:
+        """Set up for ``model``; return the ``(name, parameter)`` pairs of ``model.unet`` that train."""
+        raise NotImplementedError
+
+    def loss(self, model: Model, step: int) -> "torch.Tensor":
+        """The unlearning loss at the current weights (a scalar with a graph to the parameters)."""
+        raise NotImplementedError
+
+    def edit_grads(self, params: list) -> None:
+        """Change the gradients before clipping and stepping (SalUn masks them here); default: nothing."""
+
+    def optimizer(self, params: list):
+        import torch
+
+        return torch.optim.AdamW(params, lr=self.config.lr, weight_decay=getattr(self.config, "weight_decay", 0.0))
+
+    def unlearn(self, model: Model, concept: Concept, ctx: "Context") -> None:
+        import torch
+
+        named = self.prepare(model, concept, ctx)
+        params = [p for _, p in named]
+        model.unet.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        opt = self.optimizer(params)
+        clip = getattr(self.config, "max_grad_norm", 0.0)
+        for step in ctx.track(range(self.config.steps), self.config_name or type(self).__name__,
+                              total=self.config.steps):
+            loss = self.loss(model, step)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{self.config_name} loss is {loss.item()} at step {step}; "
+                                         f"lower its learning rate (--set {self.config_name}.lr=...)")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.edit_grads(params)
+            if clip:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+        model.unet.requires_grad_(False)

@@ -59,6 +59,8 @@ def register_all():
     MODELS.register("sd15", "relearnbench.models:load_sd", preset="sd14",
                     hub_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
                     description="Stable Diffusion 1.5 (hub cache or --set model.path=DIR)")
+    MODELS.register("tiny", "relearnbench.testing:load_tiny", preset="toy",
+                    description="a tiny random-weight SD architecture (tests and plugin development)")
     MODELS.register("sd14-random", "relearnbench.models:load_sd_random", preset="sd14",
                     description="full-size SD-1.4 architecture with random weights (speed benchmarks only)")
 

@@ -35,6 +35,26 @@ def encode_text_frozen(model: Model, prompts: Sequence[str]) -> torch.Tensor:
     return encode_text(model, prompts).float()
 
 
+def encode_text_with_embeddings(model: Model, ids: torch.Tensor, mask: torch.Tensor, embeds: torch.Tensor,
+                                text_encoder=None) -> torch.Tensor:
+    """c for token ``ids`` [B, L] whose input token embeddings at ``mask`` [B, L] are replaced by
+    ``embeds`` [mask.sum(), D], differentiably in ``embeds``: soft prompts (UnlearnDiffAtk) and
+    new words (textual inversion). A hook on the token-embedding table does the swap, because
+    transformers' CLIPTextModel takes no ``inputs_embeds``."""
+    text_encoder = text_encoder or model.text_encoder
+    table = text_encoder.get_input_embeddings()
+    mask = mask.to(table.weight.device)
+
+    def swap(module, inputs, output):
+        return output.masked_scatter(mask[..., None], embeds.to(output.dtype))
+
+    handle = table.register_forward_hook(swap)
+    try:
+        return text_encoder(ids.to(table.weight.device))[0]
+    finally:
+        handle.remove()
+
+
 # -- images <-> latents -----------------------------------------------------------------------
 @torch.no_grad()
 def encode_images(model: Model, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:

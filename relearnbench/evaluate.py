@@ -45,9 +45,9 @@ class Evaluation:
     def images(self, which: str):
         """(images [N,3,H,W] in [0,1], prompt text per image, prompt index per image) for
         ``which`` in forget / related / unrelated / benign; sampled on first use, then shared."""
-        if which == "benign" and "related" in self._images and "unrelated" in self._images:
+        if which == "benign":  # always related + unrelated: the same images whichever metric asks first
             import torch
-            r, u = self._images["related"], self._images["unrelated"]
+            r, u = self.images("related"), self.images("unrelated")
             n = len(self.concept.related)
             return torch.cat([r[0], u[0]]), r[1] + u[1], r[2] + [i + n for i in u[2]]
         if which not in self._images:

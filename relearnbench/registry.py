@@ -100,8 +100,8 @@ class Registry(Generic[T]):
 
     def description(self, name: str) -> str:
         e = self.entry(name)
-        if not e.description and not isinstance(e.target, str):
-            e.description = _first_line(e.target.__doc__)
+        if not e.description:  # a third-party entry point: its docstring, which needs the import
+            e.description = _first_line(getattr(self.get(e.name), "__doc__", ""))
         return e.description
 
     def get(self, name: str) -> T:

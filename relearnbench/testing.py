@@ -50,6 +50,16 @@ def tiny_model(seed: int = 0, resolution: int = 16, device="cpu") -> Model:
                      device, torch.float32)
 
 
+def load_tiny(name, config, meta, device="cpu", dtype=None) -> Model:
+    """The ``tiny`` model plugin."""
+    model = tiny_model(device=device)
+    if dtype is not None:
+        model.vae.to(dtype)
+        model.text_encoder.to(dtype)
+        model.dtype = dtype
+    return model
+
+
 def tiny_concept() -> Concept:
     """A toy-world concept (real procedural attack data) usable with ``tiny_model``."""
     return Concept(name="triangle", description="test concept",

@@ -1,0 +1,99 @@
+"""UCE: Unified Concept Editing (Gandikota et al., WACV 2024, arXiv 2308.14761), closed form.
+
+Each cross-attention key and value projection W_old (out × in) is replaced by the minimiser of
+
+    Σ_erase s_e ‖W c_i − v*_i‖² + Σ_preserve s_p ‖W c_j − W_old c_j‖² + λ ‖W − W_old‖²_F
+
+    W = (s_e Σ v*_i c_iᵀ + s_p Σ W_old c_j c_jᵀ + λ W_old) (s_e Σ c_i c_iᵀ + s_p Σ c_j c_jᵀ + λ I)⁻¹
+
+where c_i are text-embedding tokens of a forget prompt, v*_i = W_old c_i* the same projection of the
+matching tokens of its guide prompt (the concept's anchor, or an unrelated benign prompt), and c_j
+the tokens of the concept's benign prompts. Tokens (``tokens``): ``tail`` as the paper's code —
+from the prompt's last word through the end-of-text and padding tokens (aligned with the guide's),
+while preserved prompts contribute all their tokens; ``last`` as the authors' newer script — the
+last word's token only. Nothing trains: the edited weights are the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from relearnbench.api import Concept, Context, Method, Model
+from relearnbench.diffusion import encode_text_frozen, tokenize
+
+
+class UCE(Method):
+    """Unified Concept Editing (Gandikota et al. 2024): closed-form cross-attention edit."""
+
+    @dataclass(frozen=True)
+    class Config:
+        erase_scale: float = 1.0  # s_e, weight of the erase terms
+        preserve_scale: float = 0.1  # s_p, weight of the preserve terms
+        lamb: float = 0.1  # λ, pull towards the original weights
+        tokens: Literal["tail", "last"] = "tail"  # which tokens of a prompt are edited (see the docstring)
+        guide: Literal["anchor", "unrelated"] = "anchor"  # v*: the concept's anchor, or its unrelated prompts in turn
+        preserve: Literal["benign", "related", "unrelated", "none"] = "benign"  # which benign prompts to preserve
+        edit_keys: bool = True  # edit to_k as well as to_v
+
+    config_name = "uce"
+    version = "1"
+
+    def unlearn(self, model: Model, concept: Concept, ctx: Context) -> None:
+        c = self.config
+        forget = concept.forget_texts
+        guides = [concept.anchor] * len(forget) if c.guide == "anchor" else \
+            [concept.unrelated[i % len(concept.unrelated)] for i in range(len(forget))]
+        preserve = {"benign": concept.benign, "related": concept.related, "unrelated": concept.unrelated,
+                    "none": ()}[c.preserve]
+        erase_in, guide_in = [], []  # aligned token embeddings: c_i and the guide's c_i*
+        for f, g in zip(forget, guides):
+            ci, gi = self.erase_tokens(model, f, g)
+            erase_in.append(ci)
+            guide_in.append(gi)
+        preserve_in = [self.preserve_tokens(model, p) for p in preserve]
+        C_e = torch.cat(erase_in).double()  # [n_e, in]
+        C_g = torch.cat(guide_in).double()
+        C_p = torch.cat(preserve_in).double() if preserve_in else C_e[:0]
+        for proj in self.projections(model.unet):
+            W_old = proj.weight.detach().double()
+            mat1 = c.lamb * W_old + c.erase_scale * (C_g @ W_old.T).T @ C_e \
+                + c.preserve_scale * (C_p @ W_old.T).T @ C_p
+            mat2 = c.lamb * torch.eye(W_old.shape[1], dtype=W_old.dtype, device=W_old.device) \
+                + c.erase_scale * C_e.T @ C_e + c.preserve_scale * C_p.T @ C_p
+            # W = mat1 · mat2⁻¹, mat2 symmetric positive definite: solve rather than invert
+            W = torch.linalg.solve(mat2, mat1.T).T
+            with torch.no_grad():
+                proj.weight.copy_(W.to(proj.weight.dtype))
+
+    def projections(self, unet) -> list:
+        """The cross-attention value (and key) projections, in module order."""
+        out = []
+        for name, module in unet.named_modules():
+            if name.endswith("attn2"):
+                out += [module.to_v] + ([module.to_k] if self.config.edit_keys else [])
+        return out
+
+    def _tail_start(self, model: Model, text: str) -> int:
+        """Index of the prompt's last word token (BOS is 0; "" gives 0)."""
+        ids = tokenize(model, [text])[0].tolist()
+        eos = model.tokenizer.eos_token_id
+        return max(0, ids.index(eos) - 1) if eos in ids else len(ids) - 1
+
+    def erase_tokens(self, model: Model, text: str, guide: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(c_i, c_i*): aligned token embeddings [n, in] of a forget prompt and its guide."""
+        emb = encode_text_frozen(model, [text, guide]).to(model.unet.device)
+        a, b = self._tail_start(model, text), self._tail_start(model, guide)
+        if self.config.tokens == "last":
+            return emb[0, a:a + 1], emb[1, b:b + 1]
+        n = emb.shape[1] - max(a, b)  # the longer prompt sets how many tail tokens both keep
+        return emb[0, a:a + n], emb[1, b:b + n]
+
+    def preserve_tokens(self, model: Model, text: str) -> torch.Tensor:
+        emb = encode_text_frozen(model, [text]).to(model.unet.device)[0]
+        if self.config.tokens == "last":
+            a = self._tail_start(model, text)
+            return emb[a:a + 1]
+        return emb

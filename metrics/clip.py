@@ -1,0 +1,204 @@
+"""CLIP score: how well images match their prompts (Hessel et al. 2021, without their w = 2.5).
+
+    CLIPScore(image, prompt) = 100 · max(cos(E_I(image), E_T(prompt)), 0)
+
+averaged over the images of the concept's benign prompts (related + unrelated), with a 95 %
+bootstrap interval over prompts. On Stable Diffusion the CLIP is open_clip's ViT-L-14 or ViT-B-32
+(OpenAI weights) from the local cache; on the toy world it is the tiny CLIP trained on the world
+and shipped in relearnbench/toy/assets/clip. Which one is chosen by config (clip.toml presets).
+
+``load_clip_model`` is shared with the ``clip_zeroshot`` judge and the ``related`` metric, and
+loads each CLIP once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pathlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from relearnbench.api import Metric, Score
+from relearnbench.errors import UserError
+
+
+@dataclass
+class ClipModel:
+    """A loaded CLIP with the preprocessing its image tower expects; outputs are unit-norm float32."""
+
+    model: Any  # open_clip model (encode_image / encode_text)
+    tokenizer: Any  # texts -> token ids [K, context_length]
+    image_size: int
+    mean: tuple
+    std: tuple
+    interpolation: str = "bicubic"
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        device = images.device
+        self.model.to(device)
+        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
+        dtype = next(self.model.parameters()).dtype
+        out = []
+        for chunk in images.split(batch_size):
+            x = chunk.float()
+            if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+                # square images: open_clip's "resize shortest side, centre crop" is a plain resize
+                x = F.interpolate(x, size=(self.image_size, self.image_size), mode=self.interpolation,
+                                  antialias=True, align_corners=False).clamp(0, 1)
+            out.append(self.model.encode_image(((x - mean) / std).to(dtype)).float())
+        return F.normalize(torch.cat(out), dim=-1)
+
+    @torch.no_grad()
+    def encode_text(self, texts: list[str], device=None) -> torch.Tensor:
+        device = device or next(self.model.parameters()).device
+        ids = self.tokenizer(list(texts)).to(device)
+        return F.normalize(self.model.encode_text(ids).float(), dim=-1)
+
+
+def clip_description(name: str, pretrained: str, path: str) -> dict:
+    if name == "toy":
+        from relearnbench.models import TOY_DIR
+
+        folder = pathlib.Path(path) if path else TOY_DIR / "clip"
+        return {"clip": "toy", "clip_path": str(folder)}
+    return {"clip": name, "clip_pretrained": pretrained, **({"clip_path": path} if path else {})}
+
+
+def load_clip_model(name: str, pretrained: str = "openai", path: str = "", device="cpu") -> ClipModel:
+    clip = _load(name, pretrained, path)
+    clip.model.to(device)
+    return clip
+
+
+@functools.lru_cache(maxsize=4)
+def _load(name: str, pretrained: str, path: str) -> ClipModel:
+    if name == "toy":
+        return _load_toy(path)
+    import open_clip
+
+    if name not in open_clip.list_models():
+        raise UserError(f"unknown open_clip architecture {name!r}; e.g. ViT-B-32, ViT-L-14, or 'toy'")
+    cfg = open_clip.get_pretrained_cfg(name, pretrained) if pretrained else {}
+    checkpoint = pathlib.Path(path) if path else _cached_checkpoint(name, pretrained, cfg)
+    if not checkpoint.exists():
+        raise UserError(f"CLIP checkpoint {checkpoint} does not exist")
+    if _is_torchscript(checkpoint):  # OpenAI's own .pt files are TorchScript archives
+        model = open_clip.load_openai_model(str(checkpoint), precision="fp32", device="cpu")
+    else:
+        model = open_clip.create_model(name, pretrained=str(checkpoint), force_quick_gelu=cfg.get("quick_gelu", False))
+    pre = open_clip.get_model_preprocess_cfg(model)
+    size = pre.get("size", 224)
+    return ClipModel(model=model.eval(), tokenizer=open_clip.get_tokenizer(name),
+                     image_size=size if isinstance(size, int) else size[0],
+                     mean=tuple(cfg.get("mean", pre.get("mean", open_clip.OPENAI_DATASET_MEAN))),
+                     std=tuple(cfg.get("std", pre.get("std", open_clip.OPENAI_DATASET_STD))),
+                     interpolation=cfg.get("interpolation", pre.get("interpolation", "bicubic")))
+
+
+def _cached_checkpoint(name: str, pretrained: str, cfg: dict) -> pathlib.Path:
+    """The checkpoint open_clip would download for ``name``/``pretrained``, if it is already cached."""
+    import open_clip
+
+    if not cfg:
+        raise UserError(f"open_clip has no pretrained weights {pretrained!r} for {name}; known tags: "
+                        f"{', '.join(open_clip.list_pretrained_tags_by_model(name)) or '(none)'}")
+    looked = []
+    if cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        repo, filename = os.path.split(cfg["hf_hub"])  # "org/name/" means open_clip's default file names
+        names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        for fn in names:
+            hit = try_to_load_from_cache(repo, fn)
+            if isinstance(hit, str):
+                return pathlib.Path(hit)
+        looked.append(f"the Hugging Face cache {HF_HUB_CACHE} ({repo}: {', '.join(names)})")
+    if cfg.get("url"):
+        cached = pathlib.Path("~/.cache/clip").expanduser() / os.path.basename(cfg["url"])
+        if cached.exists():
+            return cached
+        looked.append(str(cached))
+    raise UserError(f"no local copy of open_clip {name} ({pretrained}); looked in {' and '.join(looked)}. "
+                    f"relearnbench never downloads weights: run `python -c \"import open_clip; "
+                    f"open_clip.create_model('{name}', pretrained='{pretrained}')\"` once with internet, "
+                    f"or pass a checkpoint file with --set clip.path=FILE")
+
+
+def _is_torchscript(path: pathlib.Path) -> bool:
+    import zipfile
+
+    if path.suffix == ".safetensors" or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") for n in z.namelist())
+
+
+def _load_toy(path: str) -> ClipModel:
+    from relearnbench.models import TOY_DIR
+    from relearnbench.toy.clip import load_clip
+
+    folder = pathlib.Path(path) if path else TOY_DIR / "clip"
+    try:
+        loaded = load_clip(folder)
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from e
+    return _toy_bundle(loaded)
+
+
+def _toy_bundle(loaded) -> ClipModel:
+    import open_clip
+
+    model, tokenizer = (loaded[0], loaded[-1]) if isinstance(loaded, tuple) else (loaded, None)
+    pre = open_clip.get_model_preprocess_cfg(model)
+    size = pre.get("size", getattr(model.visual, "image_size", 32))
+    size = size if isinstance(size, int) else size[0]
+    if tokenizer is None:
+        tokenizer = open_clip.SimpleTokenizer(context_length=model.context_length)
+    return ClipModel(model=model.eval(), tokenizer=tokenizer, image_size=size,
+                     mean=tuple(pre.get("mean", (0.5, 0.5, 0.5))), std=tuple(pre.get("std", (0.25, 0.25, 0.25))),
+                     interpolation="bilinear")
+
+
+def clip_scores(clip: ClipModel, images: torch.Tensor, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+    """100 · max(cos, 0) of each image with its own text, [N] on the CPU."""
+    image = clip.encode_images(images, batch_size)
+    unique = sorted(set(texts))
+    text = clip.encode_text(unique, device=image.device)
+    row = torch.tensor([unique.index(t) for t in texts], device=image.device)
+    return (100 * (image * text[row]).sum(-1).clamp(min=0)).cpu()
+
+
+class CLIPScore(Metric):
+    """CLIP score (100 × cosine, floored at 0) of the benign prompts and their images."""
+
+    @dataclass(frozen=True)
+    class Config:
+        model: str = "ViT-L-14"  # open_clip architecture, or "toy" for the shipped tiny CLIP
+        pretrained: str = "openai"  # open_clip pretrained tag, found in the local cache only
+        path: str = ""  # a checkpoint file (or toy CLIP folder) instead of the cache
+        prompts: str = "benign"  # which prompt set's images: benign, related, unrelated or forget
+        batch_size: int = 64  # images per CLIP forward pass
+        bootstrap: int = 1000  # prompt resamples for the 95 % interval
+
+    config_name = "clip"
+    version = "1"
+
+    def compute(self, ev) -> list[Score]:
+        from relearnbench.metrics.stats import mean_and_interval
+
+        c = self.config
+        images, texts, index = ev.images(c.prompts)
+        device = ev.model.unet.device
+        clip = load_clip_model(c.model, c.pretrained, c.path, device)
+        scores = clip_scores(clip, images.to(device), texts, c.batch_size)
+        value, lo, hi = mean_and_interval(scores.numpy(), index, resamples=c.bootstrap, seed=ev.ctx.seed)
+        return [Score("clip", value, lo, hi, n=len(scores),
+                      info={**clip_description(c.model, c.pretrained, c.path), "prompts": c.prompts,
+                            "n_prompts": len(set(index))})]

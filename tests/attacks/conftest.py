@@ -1,0 +1,99 @@
+"""Shared pieces of the attack tests: a tiny model, a toy concept, a judge, a recording evaluate()."""
+
+import pytest
+import torch
+
+from relearnbench.api import Concept, Context, Judge, Prompt
+from relearnbench.evaluate import SampleConfig
+
+
+class BrightnessJudge(Judge):
+    """Test helper, not a plugin: flags an image whose mean intensity exceeds ``threshold``.
+    A tiny random model draws no concept, so the tests pick the threshold to get the outcome
+    they need (−1: every image is flagged, 2: none is) from a real statistic of the images."""
+
+    config_name = "brightness_test_judge"
+
+    def __init__(self, threshold: float):
+        super().__init__()
+        self.threshold = threshold
+        self.calls = 0  # how many times the attack asked
+
+    def flags(self, images, concept):
+        self.calls += 1
+        return images.float().mean((1, 2, 3)) > self.threshold
+
+
+class Recorder:
+    """An evaluate() callback that records each call as the executor would see it."""
+
+    def __init__(self, model=None, probe=None):
+        self.calls = []  # (step, forget_prompts)
+        self.model, self.probe = model, probe
+        self.probes = []  # probe(model) at each call
+
+    def __call__(self, step=None, forget_prompts=None):
+        self.calls.append((step, None if forget_prompts is None else list(forget_prompts)))
+        if self.probe is not None:
+            self.probes.append(self.probe(self.model))
+
+
+@pytest.fixture
+def concept():
+    """The tiny toy concept (real procedural attack data), one prompt with its own seed and guidance."""
+    return Concept(name="triangle", description="test concept",
+                   forget=(Prompt("a triangle", seed=7, guidance=3.0), Prompt("a red triangle")),
+                   related=("a diamond", "a red diamond"), unrelated=("a circle",), judge="toy",
+                   target={"attribute": "shape", "value": "triangle"}, attack_data="world",
+                   anchor="a shape", fid_reference="world")
+
+
+def _make_ctx(judge=None, seed=0) -> Context:
+    torch.manual_seed(seed)
+    return Context(device="cpu", dtype=torch.float32, seed=seed, judge=judge or BrightnessJudge(2.0),
+                   sample_config=SampleConfig(images_per_prompt=2, benign_images_per_prompt=1, steps=2,
+                                              guidance=3.0, batch_size=8))
+
+
+# small budgets per attack so each runs in about a second on the tiny model; an attack missing
+# here runs with its toy preset
+TINY = {
+    "ft": dict(curve=[0, 1, 3], batch_size=2, images_per_prompt=2, lr=1e-3),
+    "ft_clean": dict(curve=[0, 2], batch_size=2, images_per_prompt=2, lr=1e-3),
+    "ft_adaptive": dict(curve=[0, 1, 2], batch_size=2, images_per_prompt=2, lr=1e-3),
+    "lora": dict(curve=[0, 2, 4], batch_size=2, images_per_prompt=2, lr=1e-2),
+    "unlearndiffatk": dict(k=2, timesteps=2, iterations=2),
+    "ci": dict(steps=3, batch_size=2, images_per_prompt=2, init_word="shape"),
+}
+
+
+def _build(name, **overrides):
+    from relearnbench.config import instantiate
+    from relearnbench.registry import ATTACKS
+
+    cls = ATTACKS.get(name)
+    return instantiate(cls, "toy", {cls.config_name: {**TINY.get(name, {}), **overrides}})
+
+
+@pytest.fixture
+def make_ctx():
+    """make_ctx(judge=None, seed=0): a hand-built Context; the default judge flags nothing."""
+    return _make_ctx
+
+
+@pytest.fixture
+def build():
+    """build(name, **overrides): the attack with its toy preset, the tiny budget and ``overrides``."""
+    return _build
+
+
+@pytest.fixture
+def judge():
+    """judge(threshold): a BrightnessJudge."""
+    return BrightnessJudge
+
+
+@pytest.fixture
+def recorder():
+    """recorder(model=None, probe=None): a Recorder."""
+    return Recorder

@@ -1,0 +1,174 @@
+"""The grid end to end through the CLI, with the torch-free dummy plugins: records, resume, failures."""
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+DUMMY = ["--methods", "dummy", "--attacks", "dummy", "--metrics", "dummy"]
+
+
+def count_records(run_dir):
+    with sqlite3.connect(run_dir / "results.sqlite") as db:
+        return db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+
+
+def test_run_table_and_rerun_adds_nothing(tmp_path, run_cli):
+    out = tmp_path / "run"
+    run_cli("run", *DUMMY, "--seeds", "0,1", "--out", out, check=True)
+    n = count_records(out)
+    # 2 concepts x 2 seeds, each: pre + post@0,1,2 + post
+    assert n == 2 * 2 * 5
+    t0 = time.perf_counter()
+    again = run_cli("run", *DUMMY, "--seeds", "0,1", "--out", out, check=True)
+    assert time.perf_counter() - t0 < 5
+    assert count_records(out) == n
+    assert "0 cells done, 0 failed, 4 already finished" in again.stderr
+    md = run_cli("table", out, "--format", "md", check=True).stdout
+    assert md.splitlines()[0] == "| concept | method | dummy · dummy↓ · pre | dummy · dummy↓ · post |"
+    assert " ± " in md  # two seeds: a t interval
+    long = run_cli("table", out, "--long", "--format", "csv", check=True).stdout.splitlines()
+    assert long[0] == "model,concept,method,attack,seed,stage,metric,value,lo,hi,n"
+    stages = [row.split(",")[5] for row in long[1:6]]
+    assert stages == ["pre", "post@0", "post@1", "post@2", "post"]
+
+
+def test_stage_zero_equals_pre_and_post_equals_last(tmp_path, run_cli):
+    out = tmp_path / "run"
+    run_cli("run", *DUMMY, "--concepts", "triangle", "--out", out, check=True)
+    rows = [r.split(",") for r in run_cli("table", out, "--long", "--format", "csv").stdout.splitlines()[1:]]
+    value = {r[5]: r[7] for r in rows}
+    assert value["pre"] == value["post@0"] and value["post"] == value["post@2"]
+
+
+def test_failed_cell_is_recorded_grid_goes_on_and_retry(tmp_path, run_cli):
+    out = tmp_path / "run"
+    proc = run_cli("run", "--methods", "dummy", "--attacks", "dummy,none", "--metrics", "dummy",
+                   "--concepts", "triangle", "--set", "dummy_attack.fail=true", "--out", out)
+    assert proc.returncode == 1
+    assert "failed: toy/triangle/dummy/dummy/0: RuntimeError: dummy attack failed on purpose" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    with sqlite3.connect(out / "results.sqlite") as db:
+        cells = dict(db.execute("SELECT attack, status FROM cells").fetchall())
+        tb = db.execute("SELECT traceback FROM cells WHERE status='failed'").fetchone()[0]
+    assert cells == {"dummy": "failed", "none": "done"}
+    assert "Traceback" in tb and "dummy attack failed on purpose" in tb
+    # without --retry-failed the failed cell is left alone (and still fails the exit code)
+    again = run_cli("run", "--methods", "dummy", "--attacks", "dummy,none", "--metrics", "dummy",
+                    "--concepts", "triangle", "--out", out)
+    assert again.returncode == 1 and "0 cells done, 0 failed, 2 already finished" in again.stderr
+    fixed = run_cli("run", "--methods", "dummy", "--attacks", "dummy,none", "--metrics", "dummy",
+                    "--concepts", "triangle", "--out", out, "--retry-failed")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "1 cells done, 0 failed, 1 already finished" in fixed.stderr
+
+
+def test_failing_method_fails_all_its_cells(tmp_path, run_cli):
+    out = tmp_path / "run"
+    proc = run_cli("run", "--methods", "dummy", "--attacks", "dummy,none", "--metrics", "dummy",
+                   "--concepts", "triangle", "--set", "dummy.fail=true", "--out", out)
+    assert proc.returncode == 1 and "2 failed" in proc.stderr
+
+
+def test_sigkill_mid_grid_then_resume_gives_identical_table(tmp_path, run_cli):
+    args = ["run", *DUMMY, "--seeds", "0,1,2,3", "--set", "dummy_attack.seconds=0.15", "--quiet"]
+    ref = tmp_path / "ref"
+    run_cli(*args, "--out", ref, check=True)
+    killed = tmp_path / "killed"
+    exe = [sys.executable, "-c", "from relearnbench.cli import main; main()"]
+    proc = subprocess.Popen(exe + [*args, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # kill once some, but not all, cells are in
+        time.sleep(0.1)
+        try:
+            with sqlite3.connect(killed / "results.sqlite") as db:
+                if db.execute("SELECT COUNT(*) FROM cells").fetchone()[0] >= 2:
+                    break
+        except sqlite3.Error:
+            pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(killed / "results.sqlite") as db:
+        partial = db.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+    assert 2 <= partial < 8
+    resumed = run_cli(*args, "--out", killed, check=True)
+    assert f"{8 - partial} cells done, 0 failed, {partial} already finished" in resumed.stderr
+    table = lambda d: run_cli("table", d, "--long", "--format", "csv", check=True).stdout  # noqa: E731
+    assert table(killed) == table(ref)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--methods", "esdd"], "unknown method 'esdd'"),
+    (["--methods", "dummy", "--attacks", "fft"], "unknown attack 'fft'"),
+    (["--methods", "dummy", "--metrics", "asrr"], "unknown metric 'asrr'"),
+    (["--methods", "dummy", "--model", "sd99"], "unknown model 'sd99'"),
+    (["--methods", "dummy", "--concepts", "triangel"], "unknown concept 'triangel'"),
+    (["--methods", "dummy", "--set", "dummy.lr"], "malformed --set"),
+    (["--methods", "dummy", "--attacks", "dummy", "--metrics", "dummy", "--set", "dummy.lr=1"],
+     "unknown config key dummy.lr"),
+    (["--methods", "dummy", "--attacks", "dummy", "--metrics", "dummy", "--set", "dummy.seconds=soon"],
+     "dummy.seconds: expected float"),
+    (["--methods", "dummy", "--seeds", "a,b"], "seeds: expected integers"),
+])
+def test_bad_input_one_line_no_traceback(tmp_path, run_cli, args, message):
+    proc = run_cli("run", *args, "--out", tmp_path / "r")
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()  # validated before any work or file
+
+
+def test_debug_shows_traceback(tmp_path, run_cli):
+    proc = run_cli("run", "--methods", "esdd", "--debug", "--out", tmp_path / "r")
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_malformed_grid_toml(tmp_path, run_cli):
+    grid = tmp_path / "g.toml"
+    grid.write_text("methods = [dummy\n")
+    proc = run_cli("run", grid, "--out", tmp_path / "r")
+    assert proc.returncode == 2 and "malformed TOML" in proc.stderr and "Traceback" not in proc.stderr
+    grid.write_text('methods = ["dummy"]\nattack = ["dummy"]\n')
+    proc = run_cli("run", grid, "--out", tmp_path / "r")
+    assert "grid key 'attack' is unknown" in proc.stderr and "did you mean attacks" in proc.stderr
+
+
+def test_grid_file_with_flags_overriding(tmp_path, run_cli):
+    grid = tmp_path / "g.toml"
+    grid.write_text('methods = ["dummy"]\nattacks = ["none"]\nmetrics = ["dummy"]\nconcepts = ["triangle"]\n'
+                    'seeds = [0, 1]\n[set.dummy_metric]\n')
+    out = tmp_path / "r"
+    run_cli("run", grid, "--attacks", "dummy", "--out", out, check=True)
+    rows = run_cli("table", out, "--long", "--format", "csv").stdout.splitlines()[1:]
+    assert {r.split(",")[3] for r in rows} == {"dummy"} and {r.split(",")[4] for r in rows} == {"0", "1"}
+
+
+def test_missing_and_corrupt_run_directories(tmp_path, run_cli):
+    proc = run_cli("table", tmp_path / "nope")
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    (tmp_path / "empty").mkdir()
+    proc = run_cli("table", tmp_path / "empty")
+    assert proc.returncode == 2 and "no results in" in proc.stderr
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "results.sqlite").write_bytes(b"this is not a database" * 100)
+    proc = run_cli("table", bad)
+    assert proc.returncode == 2 and "not a readable results database" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("fmt,marker", [("csv", "method,dummy"), ("latex", "\\begin{tabular}"),
+                                        ("html", "<table"), ("rich", "┃"), ("md", "| --- |")])
+def test_table_formats(tmp_path, run_cli, fmt, marker):
+    out = tmp_path / "r"
+    run_cli("run", *DUMMY, "--concepts", "triangle", "--out", out, check=True)
+    assert marker in run_cli("table", out, "--format", fmt, check=True).stdout
+
+
+def test_table_defaults_to_newest_run(tmp_path, run_cli):
+    run_cli("run", *DUMMY, "--concepts", "triangle", "--quiet", cwd=tmp_path, check=True)
+    proc = run_cli("table", "--format", "csv", cwd=tmp_path, check=True)
+    assert proc.stdout.startswith("method,")
