@@ -48,8 +48,10 @@ class ESD(LossMethod):
     def prepare(self, model: Model, concept: Concept, ctx: Context) -> list:
         cfg_ = self.config
         self.generator = torch.Generator().manual_seed(ctx.seed)
-        # ε*: the frozen original; its weights never train, so half precision is enough
-        self.teacher = copy.deepcopy(model.unet).to(dtype=model.dtype or torch.float32).requires_grad_(False)
+        # ε*: the frozen original; its weights never train, so the model's half precision is enough
+        self.teacher = copy.deepcopy(model.unet).requires_grad_(False)
+        if model.dtype is not None and model.dtype != self.teacher.dtype:
+            self.teacher.to(dtype=model.dtype)
         self.uncond = encode_text_frozen(model, [""]).to(model.unet.device)
         self.c = encode_text_frozen(model, concept.forget_texts).to(model.unet.device)
         if cfg_.xt == "noise":

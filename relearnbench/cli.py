@@ -52,18 +52,20 @@ def cli():
 @click.option("--executor", type=click.Choice(["local", "ray"]), help="Where cells run.")
 @click.option("--ray-address", help="Join an existing Ray cluster (default: start a local one).")
 @click.option("--gpus", help="Local executor: one worker process per listed GPU, e.g. 0,1.")
+@click.option("--cpus-per-task", type=int, help="Ray: CPU cores per task (default 1).")
 @click.option("--retry-failed", is_flag=True, help="Rerun cells recorded as failed.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_plugins
 def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds, sets, out, device, dtype,
-        executor, ray_address, gpus, retry_failed, quiet, plugins, debug):
+        executor, ray_address, gpus, cpus_per_task, retry_failed, quiet, plugins, debug):
     """Run a grid (GRID_FILE or --grid NAME, flags override it); finished cells are skipped."""
     from relearnbench.config import parse_sets
     from relearnbench.spec import build_spec, load_grid
 
     _load_plugins(plugins)
     flags = dict(models=models, concepts=concepts, methods=methods, attacks=attacks, metrics=metrics,
-                 seeds=seeds, device=device, dtype=dtype, executor=executor, ray_address=ray_address, gpus=gpus)
+                 seeds=seeds, device=device, dtype=dtype, executor=executor, ray_address=ray_address, gpus=gpus,
+                 cpus_per_task=cpus_per_task, plugins=list(plugins) or None)
     named = any(flags[k] for k in ("methods", "attacks", "metrics", "concepts", "models"))
     if grid_file and grid_name:
         raise UserError("give a grid file or --grid NAME, not both")

@@ -12,7 +12,8 @@ from relearnbench.errors import UserError, near_misses
 
 GRID_DIR = pathlib.Path(__file__).parent / "grids"
 LISTS = ("models", "concepts", "methods", "attacks", "metrics", "seeds")
-SCALARS = ("name", "device", "dtype", "executor", "ray_address", "gpus", "description")
+SCALARS = ("name", "device", "dtype", "executor", "ray_address", "gpus", "description", "cpus_per_task",
+           "max_retries", "plugins")
 DTYPES = {"float32": "float32", "fp32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
           "fp16": "float16", "float16": "float16"}
 
@@ -33,6 +34,9 @@ class Spec:
     executor: str = "local"
     ray_address: str = ""
     gpus: str = ""  # "0,1": one worker process per GPU (local executor)
+    cpus_per_task: int = 1  # ray: CPU cores each task asks for
+    max_retries: int = 2  # ray: retries of a task whose worker died (a plugin's exception is not retried)
+    plugins: list[str] = field(default_factory=list)  # --plugin modules, loaded by every worker
 
     def cells(self):
         """(model, concept, method, attack, seed) in the order that reuses cached artifacts."""

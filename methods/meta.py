@@ -1,0 +1,298 @@
+"""Meta-unlearning (Gao et al., ICCV 2025, arXiv 2410.12777) around any method, and its control.
+
+    θ_FT   = θ − τ ∇L_DM(θ; D_FT)                      (M simulated finetuning steps on forget data)
+    L_meta = − L_DM(θ_FT; D_FT) − ζ [ L_DM(θ_FT; D_r) − L_DM(θ; D_r) ]
+    θ     ← θ − ω (γ1 ∇L_unlearn(θ) + γ2 ∇L_meta(θ))
+
+``X+meta``: for a loss-based X (a ``LossMethod``: ESD, SalUn, a third party's) the gradient of X's
+loss and the meta terms are summed at every step. Any other X (UCE) runs first and its edited
+weights are the starting point of the meta objective alone (plus the retain terms), as the paper
+does for closed-form methods.
+
+``order=1`` (default) is the authors' procedure (sail-sg/Meta-Unlearning, src/esd_meta.py): at θ,
+X's gradient plus the retain gradients γ_u ∇L(θ; D_unrelated) + γ_r ∇L(θ; D_related); then a copy
+θ' of the UNet (one buffer, allocated once) is finetuned for M AdamW steps on forget-train images,
+and the gradients at θ' of the held-out forget, related and unrelated losses, weighted γ'_f, γ'_r,
+γ'_u, are *subtracted* from θ's gradient (the Jacobian dθ'/dθ taken as the identity); clip, step.
+``order=2`` is the paper's objective: θ_FT is M plain SGD steps of size τ kept in the autograd
+graph (torch.func.functional_call), so the gradient flows through the inner updates.
+
+Switches ablate the two mechanisms the paper credits: ``forget_term`` (−L(θ_FT; D_FT), which
+shrinks the finetuning gradient on forget data), ``retain_diff`` (−L(θ_FT; D_r), which makes the
+forget and retain gradients disagree) and ``retain`` (the L(θ; D_r) terms at θ). ``X+retain`` is
+the control: X with the retain terms alone and no simulated finetune.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import pathlib
+import tomllib
+from dataclasses import dataclass
+from typing import Iterator, Literal
+
+import torch
+from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from relearnbench.api import Concept, Context, LossMethod, Method, Model
+from relearnbench.config import config_dict, instantiate, make_config, preset_file_layer
+from relearnbench.diffusion import denoising_loss
+from relearnbench.errors import UserError
+from relearnbench.methods.common import Encoded, encode_set
+
+
+class Meta(Method):
+    """The meta-unlearning wrapper; ``wrap`` makes one subclass per base method and suffix."""
+
+    @dataclass(frozen=True)
+    class Config:
+        order: Literal[1, 2] = 1  # 1: the authors' first-order procedure; 2: through the inner SGD steps
+        steps: int = 0  # outer steps (0 = the base method's steps)
+        lr: float = 0.0  # ω, AdamW learning rate of the outer step (0 = the base method's lr)
+        weight_decay: float = 1e-4  # of the outer and inner AdamW
+        max_grad_norm: float = 1.0  # clip of the summed outer gradient, and of each inner step's
+        inner_steps: int = 3  # M simulated finetuning steps per outer step
+        inner_lr: float = 1e-5  # AdamW lr of the simulated finetune (order 1), or its SGD step τ (order 2)
+        inner_batch: int = 10  # forget-train images per inner step
+        forget_images: int = 60  # forget images, halved into finetune-train and held-out
+        retain_images: int = 30  # images of the related prompts, and as many of the unrelated ones
+        batch_size: int = 10  # images per batch of a term
+        term_batches: int = 1  # batches whose gradients are summed per term (authors: 3 batches of 10)
+        timesteps: tuple[int, ...] = ()  # fixed timesteps per term, summed (authors' last script: 1,2,5,10); () = random
+        forget_ft: float = 0.1  # γ'_f (authors' γ2_1): weight of −L(θ_FT; held-out forget)
+        related_ft: float = 0.1  # γ'_r (γ2_2): weight of −L(θ_FT; related)
+        unrelated_ft: float = 0.01  # γ'_u (γ2_3): weight of −L(θ_FT; unrelated)
+        related: float = 0.01  # γ_r (γ1_2): weight of +L(θ; related)
+        unrelated: float = 0.1  # γ_u (γ1_1): weight of +L(θ; unrelated)
+        forget_term: bool = True  # switch: the −L(θ_FT; D_FT) term
+        retain_diff: bool = True  # switch: the −L(θ_FT; D_r) terms
+        retain: bool = True  # switch: the +L(θ; D_r) terms
+
+    config_name = "meta"
+    version = "1"
+    base_cls: type = Method
+    base_name: str = ""
+    suffix: str = "meta"
+
+    def __init__(self, config=None, base: Method | None = None):
+        super().__init__(config)
+        self.base = base if base is not None else self.base_cls()
+
+    @classmethod
+    def instantiate(cls, scale: str, sets: dict, preset: dict | None, used: set | None):
+        """The base method with its own config, and ours from namespace ``meta``: the general table of
+        meta.toml for this scale, then its sub-table for the base (``[toy.uce]``), then ``--set``."""
+        base = instantiate(cls.base_cls, scale, sets, preset, used)
+        if used is not None:
+            used.add("meta")
+        user = sets.get("meta", {})
+        forced = {} if cls.suffix == "meta" else {"forget_term": False, "retain_diff": False}
+        for key in forced:
+            if user.get(key):
+                raise UserError(f"{cls.base_name}+retain is the control without meta terms; --set meta.{key}=true "
+                                f"contradicts it (use {cls.base_name}+meta)")
+        return cls(make_config(cls.Config, "meta", preset_file_layer(Meta, scale), _base_table(scale, base),
+                               user, forced), base)
+
+    def describe_config(self) -> dict:
+        """What the artifact hash covers: our config and the base method's."""
+        return {"meta": config_dict(self.config), "suffix": self.suffix,
+                "base": {"class": f"{type(self.base).__module__}.{type(self.base).__qualname__}",
+                         "version": self.base.version, "config": config_dict(self.base.config)}}
+
+    # -- the outer loop ----------------------------------------------------------------------------
+    def unlearn(self, model: Model, concept: Concept, ctx: Context) -> None:
+        c, base = self.config, self.base
+        loss_based = isinstance(base, LossMethod)
+        if loss_based:
+            named = base.prepare(model, concept, ctx)
+        else:
+            base.unlearn(model, concept, ctx)  # the closed-form edit is the starting point
+            named = list(model.unet.named_parameters())
+        steps = c.steps or (base.config.steps if loss_based else 0)
+        lr = c.lr or (getattr(base.config, "lr", 0.0) if loss_based else 0.0)
+        if steps <= 0 or lr <= 0:
+            raise UserError(f"{self.base_name}+{self.suffix}: set meta.steps and meta.lr "
+                            f"({self.base_name} has no steps or learning rate to borrow)")
+        self.generator = torch.Generator().manual_seed(ctx.seed + 7919)
+        self.data = self._data(model, concept, ctx)
+        params = [p for _, p in named]
+        model.unet.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=c.weight_decay)
+        if c.order == 1 and self.meta_terms():
+            self._allocate_copy(model, {n for n, _ in named})
+        for step in ctx.track(range(steps), f"{self.base_name}+{self.suffix}", total=steps):
+            opt.zero_grad(set_to_none=True)
+            if loss_based:
+                loss = base.loss(model, step)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{self.base_name} loss is {loss.item()} at step {step}")
+                loss.backward()
+            if c.order == 1:
+                self._first_order(model, named)
+            else:
+                J = self.objective(model, named)
+                if J.requires_grad:
+                    J.backward()
+            if loss_based:
+                base.edit_grads(params)
+            if c.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
+            opt.step()
+        model.unet.requires_grad_(False)
+        self.copy = self.inner_opt = None  # the buffer is only needed while training
+
+    def meta_terms(self) -> bool:
+        return self.config.forget_term or self.config.retain_diff
+
+    # -- data: encoded once ------------------------------------------------------------------------
+    def _data(self, model: Model, concept: Concept, ctx: Context) -> dict[str, Encoded]:
+        c, data = self.config, {}
+        if self.meta_terms():
+            forget = encode_set(model, concept, ctx, concept.forget_texts, c.forget_images, seed=ctx.seed + 100)
+            data["forget_train"], data["forget_test"] = forget.halves()
+        for which, prompts, seed in (("related", concept.related, 101), ("unrelated", concept.unrelated, 102)):
+            if prompts:
+                data[which] = encode_set(model, concept, ctx, prompts, c.retain_images, seed=ctx.seed + seed)
+        return data
+
+    def terms(self, at: str) -> list[tuple[float, Encoded]]:
+        """(weight, data) of the terms at θ (``at="theta"``, added) or θ_FT (``"ft"``, subtracted)."""
+        c, d = self.config, self.data
+        if at == "theta":
+            pairs = [(c.unrelated, "unrelated"), (c.related, "related")] if c.retain else []
+        else:
+            pairs = ([(c.forget_ft, "forget_test")] if c.forget_term else []) + \
+                    ([(c.related_ft, "related"), (c.unrelated_ft, "unrelated")] if c.retain_diff else [])
+        return [(w, d[k]) for w, k in pairs if w and k in d]
+
+    def losses(self, model: Model, unet, data: Encoded) -> Iterator[torch.Tensor]:
+        """The denoising losses whose gradients one term sums: ``term_batches`` batches, each at the
+        fixed ``timesteps`` or at one random timestep per image."""
+        c, g = self.config, self.generator
+        for _ in range(c.term_batches):
+            x0, cond = data.batch(c.batch_size, g)
+            for t in c.timesteps or (None,):
+                tt = None if t is None else torch.full((x0.shape[0],), t, device=x0.device)
+                yield denoising_loss(model, x0, cond, unet=unet, generator=g, t=tt)
+
+    # -- order 1: the authors' procedure -----------------------------------------------------------
+    def _allocate_copy(self, model: Model, trained: set[str]):
+        """θ': a UNet copy made once (each step copies θ into it in place) and its AdamW, whose
+        state is zeroed in place each step (the same as the fresh optimizer the authors make)."""
+        self.copy = copy.deepcopy(model.unet).requires_grad_(True)  # the attacker finetunes every weight
+        self.copy_params = list(self.copy.parameters())
+        self.copy_trained = [p for n, p in self.copy.named_parameters() if n in trained]
+        self.inner_opt = torch.optim.AdamW(self.copy_params, lr=self.config.inner_lr,
+                                           weight_decay=self.config.weight_decay)
+
+    def _first_order(self, model: Model, named: list) -> None:
+        c, g = self.config, self.generator
+        params = [p for _, p in named]
+        for w, data in self.terms("theta"):
+            for loss in self.losses(model, model.unet, data):
+                _accumulate(params, torch.autograd.grad(loss, params, allow_unused=True), w)
+        if not self.meta_terms():
+            return
+        with torch.no_grad():
+            for dst, src in zip(self.copy_params, model.unet.parameters()):
+                dst.copy_(src)
+            for state in self.inner_opt.state.values():
+                for v in state.values():
+                    v.zero_()
+        for _ in range(c.inner_steps):  # the simulated malicious finetune
+            x0, cond = self.data["forget_train"].batch(c.inner_batch, g)
+            loss = denoising_loss(model, x0, cond, unet=self.copy, generator=g)
+            for p, grad in zip(self.copy_params, torch.autograd.grad(loss, self.copy_params, allow_unused=True)):
+                p.grad = grad
+            if c.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(self.copy_params, c.max_grad_norm)
+            self.inner_opt.step()
+        for w, data in self.terms("ft"):
+            for loss in self.losses(model, self.copy, data):
+                _accumulate(params, torch.autograd.grad(loss, self.copy_trained, allow_unused=True), -w)
+
+    # -- order 2: the paper's objective ------------------------------------------------------------
+    def objective(self, model: Model, named: list, second_order: bool = True) -> torch.Tensor:
+        """J(θ) = Σ γ L(θ; D_r) − Σ γ' L(θ_FT(θ); D), θ_FT = M SGD steps kept in the graph
+        (``second_order=False`` detaches the inner gradients: the first-order approximation).
+
+        Math attention: the fused CPU and CUDA kernels have no double backward."""
+        c, g = self.config, self.generator
+        J = torch.zeros((), device=model.unet.device)
+        with sdpa_kernel(SDPBackend.MATH):
+            for w, data in self.terms("theta"):
+                for loss in self.losses(model, model.unet, data):
+                    J = J + w * loss
+            if not self.meta_terms():
+                return J
+            # trained weights enter as themselves, the others as fresh leaves the inner step may move
+            fast = {n: p if p.requires_grad else p.detach().requires_grad_(True)
+                    for n, p in model.unet.named_parameters()}
+            for _ in range(c.inner_steps):
+                x0, cond = self.data["forget_train"].batch(c.inner_batch, g)
+                loss = denoising_loss(model, x0, cond, unet=_At(model.unet, fast), generator=g)
+                grads = torch.autograd.grad(loss, list(fast.values()), create_graph=second_order,
+                                            allow_unused=True)
+                fast = {n: v if gr is None else v - c.inner_lr * gr for (n, v), gr in zip(fast.items(), grads)}
+            for w, data in self.terms("ft"):
+                for loss in self.losses(model, _At(model.unet, fast), data):
+                    J = J - w * loss
+        return J
+
+
+class _At:
+    """A UNet evaluated at other weights (``torch.func.functional_call``), usable wherever the
+    diffusion math takes a UNet."""
+
+    def __init__(self, unet, weights: dict):
+        self.unet, self.weights = unet, weights
+        self.dtype, self.device, self.config = unet.dtype, unet.device, unet.config
+
+    def __call__(self, *args, **kwargs):
+        return functional_call(self.unet, self.weights, args, kwargs)
+
+
+def _accumulate(params: list, grads, scale: float) -> None:
+    with torch.no_grad():
+        for p, grad in zip(params, grads):
+            if grad is None:
+                continue
+            if p.grad is None:
+                p.grad = scale * grad
+            else:
+                p.grad.add_(grad, alpha=scale)
+
+
+def _base_table(scale: str, base: Method) -> dict:
+    """``[scale.<base config_name>]`` of meta.toml: settings for one base (UCE's 100 steps)."""
+    path = pathlib.Path(inspect.getfile(Meta)).with_suffix(".toml")
+    if not path.exists():
+        return {}
+    with path.open("rb") as f:
+        table = tomllib.load(f).get(scale, {})
+    sub = table.get(getattr(base, "config_name", ""), {})
+    return sub if isinstance(sub, dict) else {}
+
+
+_WRAPPED: dict[tuple, type] = {}
+
+
+def wrap(base_cls: type, suffix: str, base_name: str) -> type:
+    """The Method class registered as ``<base_name>+<suffix>`` (``meta`` or ``retain``)."""
+    if suffix not in ("meta", "retain"):
+        raise UserError(f"{base_name}+{suffix}: unknown wrapper (known: +meta, +retain)")
+    if not getattr(base_cls, "needs_model", True):
+        raise UserError(f"{base_name}+{suffix}: {base_name} does not touch a model, so there is nothing to wrap")
+    key = (base_cls, suffix, base_name)
+    if key not in _WRAPPED:
+        name = f"{base_cls.__name__}_{suffix}"
+        doc = (f"{base_name} with the meta-unlearning objective (Gao et al. 2024)" if suffix == "meta" else
+               f"{base_name} with the meta procedure's retain terms only (the control for {base_name}+meta)")
+        _WRAPPED[key] = type(name, (Meta,), {"base_cls": base_cls, "base_name": base_name, "suffix": suffix,
+                                             "__doc__": doc, "__module__": __name__, "__qualname__": name})
+    return _WRAPPED[key]

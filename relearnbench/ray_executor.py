@@ -1,0 +1,143 @@
+"""The Ray executor: each unlearning job and each attack-plus-evaluation job is a Ray task.
+
+* Attack tasks take their unlearning task's result as an argument, so Ray runs them after it and
+  unlearning runs once per (model, concept, method, seed).
+* Workers write artifacts to the run directory, which must be on storage every node sees (checked
+  at start on every node); only this driver writes the results store.
+* A worker that dies mid-task is retried by Ray (``max_retries``); a plugin that raises is not
+  retried (its error is deterministic) and the cell is recorded ``failed``; the grid goes on.
+* ``--executor local --gpus 0,1`` starts a private local Ray instance with one GPU slot per listed
+  GPU, so one worker process runs per GPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import pathlib
+import time
+import uuid
+
+from relearnbench.errors import UserError
+from relearnbench.runner import Outcome, attack_job, cached_plan, pending, unlearn_job, write_result
+from relearnbench.spec import Spec, spec_dict
+from relearnbench.store import Store
+
+
+def _worker_spec(d: dict) -> Spec:
+    from relearnbench.registry import load_plugin
+
+    spec = Spec(**d)
+    for module in spec.plugins:  # --plugin modules must register in the worker too
+        try:
+            load_plugin(module)
+        except UserError:
+            pass  # already registered in this worker
+    if spec.device.startswith("cuda"):
+        spec.device = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU
+    return spec
+
+
+def _unlearn(spec_d: dict, run_dir: str, model: str, concept: str, method: str, seed: int):
+    return unlearn_job(_worker_spec(spec_d), run_dir, model, concept, method, seed)
+
+
+def _attack(spec_d: dict, run_dir: str, cell: tuple, unlearned):
+    ukey, pre = unlearned
+    return attack_job(_worker_spec(spec_d), run_dir, cell, ukey, pre)
+
+
+def _probe(path: str) -> tuple[str, bool]:
+    import socket
+
+    return socket.gethostname(), pathlib.Path(path).exists()
+
+
+def _init(spec: Spec, num_gpus: int | None = None):
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if spec.ray_address:
+        ray.init(address=spec.ray_address, **kwargs)
+    else:
+        ray.init(num_gpus=num_gpus, **kwargs)
+
+
+def check_shared_storage(run_dir: pathlib.Path):
+    """Every alive node must see the run directory: write a token here, look for it there."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    token = run_dir.resolve() / f".ray-probe-{uuid.uuid4().hex}"
+    token.write_text("probe")
+    try:
+        probe = ray.remote(num_cpus=0)(_probe)
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                .remote(str(token)) for n in ray.nodes() if n["Alive"]]
+        for host, seen in ray.get(refs, timeout=120):
+            if not seen:
+                raise UserError(f"Ray worker on {host} cannot see the run directory {run_dir.resolve()}; "
+                                "put --out on storage every node mounts at the same path (NFS, Lustre, ...)")
+    finally:
+        token.unlink(missing_ok=True)
+
+
+def run_ray(spec: Spec, store: Store, retry_failed: bool = False, quiet: bool = False,
+            num_gpus: int | None = None) -> Outcome:
+    p = cached_plan(spec)
+    todo = pending(spec, store, retry_failed)
+    outcome = Outcome(skipped=sum(1 for _ in spec.cells()) - len(todo))
+    if not todo:  # a finished grid submits nothing and starts no cluster
+        return outcome
+    import ray
+
+    _init(spec, num_gpus)
+    check_shared_storage(store.dir)
+    gpu = 1 if spec.device.startswith("cuda") else 0
+    opts = dict(num_cpus=spec.cpus_per_task, num_gpus=gpu, max_retries=spec.max_retries, retry_exceptions=False)
+    unlearn_task = ray.remote(**opts)(_unlearn)
+    attack_task = ray.remote(**opts)(_attack)
+    run_dir, spec_d = str(store.dir.resolve()), spec_dict(spec)
+    refs = {}
+    for group, cells in itertools.groupby(todo, key=lambda c: (c[0], c[1], c[2], c[4])):
+        u = unlearn_task.remote(spec_d, run_dir, *group)
+        for cell in cells:
+            refs[attack_task.remote(spec_d, run_dir, cell, u)] = cell
+    n_unlearn = len({(c[0], c[1], c[2], c[4]) for c in todo})
+    print(f"ray: submitted {n_unlearn} unlearning and {len(refs)} attack tasks", file=sys.stderr, flush=True)
+    from relearnbench.progress import Progress
+
+    with Progress(enabled=not quiet) as progress:
+        bar = progress.add("grid (ray)", total=len(refs))
+        waiting = list(refs)
+        while waiting:
+            done, waiting = ray.wait(waiting, num_returns=1)
+            cell = refs[done[0]]
+            try:
+                records = ray.get(done[0])
+            except Exception as exc:  # RayTaskError wraps the plugin's exception; WorkerCrashedError after retries
+                write_result(store, p, cell, [], getattr(exc, "cause", None) or exc, outcome)
+            else:
+                write_result(store, p, cell, records, None, outcome)
+            progress.advance(bar)
+    return outcome
+
+
+def run_local_gpus(spec: Spec, store: Store, retry_failed: bool = False, quiet: bool = False) -> Outcome:
+    """One worker process per listed GPU on this machine, through a private local Ray instance."""
+    gpus = [g.strip() for g in spec.gpus.split(",") if g.strip()]
+    if not gpus:
+        raise UserError("--gpus: expected a comma list of GPU indices, e.g. 0,1")
+    if spec.ray_address:
+        raise UserError("--gpus starts a local instance; use --executor ray --ray-address for a cluster")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    if not spec.device.startswith("cuda"):
+        spec.device = "cuda"
+    started = time.time()
+    outcome = run_ray(spec, store, retry_failed, quiet, num_gpus=len(gpus))
+    if not quiet:
+        print(f"{len(gpus)} GPU workers, {time.time() - started:.0f} s", flush=True)
+    return outcome

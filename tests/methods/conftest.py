@@ -1,0 +1,47 @@
+"""Shared pieces of the method tests: tiny configs (a couple of steps on ``tiny_model()``) and a
+builder that resolves a registry name the way the harness does."""
+
+import pytest
+import torch
+
+from relearnbench.api import Context
+
+# a couple of steps each, on a handful of images; a plugin missing here runs with its toy preset
+TINY = {
+    "esd": dict(steps=2, batch_size=2, ddim_steps=4, images=4),
+    "salun": dict(steps=2, batch_size=4, forget_images=8, retain_images=8),
+    "uce": dict(),
+    "meta": dict(steps=2, lr=1e-3, inner_steps=1, inner_batch=4, forget_images=8, retain_images=4, batch_size=4),
+}
+
+
+def _build(name: str, scale: str = "toy", **overrides):
+    """The method registered as ``name`` (``esd-u-1+meta`` included) with the tiny configs;
+    ``overrides`` are ``{namespace: {key: value}}`` on top of them."""
+    from relearnbench.config import instantiate
+    from relearnbench.registry import METHODS
+
+    sets = {ns: {**TINY.get(ns, {}), **overrides.get(ns, {})} for ns in {*TINY, *overrides}}
+    preset = METHODS.meta(name.partition("+")[0]).get("preset")
+    used = set()
+    return instantiate(METHODS.get(name), scale, sets, preset, used)
+
+
+@pytest.fixture
+def build():
+    return _build
+
+
+@pytest.fixture
+def ctx():
+    return Context(device="cpu", dtype=torch.float32, seed=0)
+
+
+def _unet_state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.unet.state_dict().items()}
+
+
+@pytest.fixture
+def unet_state():
+    """unet_state(model): a detached copy of the UNet's state dict."""
+    return _unet_state

@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from relearnbench.errors import UserError
+from relearnbench.metrics.clip import CLIPScore, clip_scores, load_clip_model
+from relearnbench.metrics.related import Related
+
+
+PROMPTS = ["a red circle", "a blue triangle", "a striped square", "a yellow dotted cross", "a purple diamond"]
+
+
+def test_matched_pairs_score_higher_than_mismatched(toy_clip_path, world_images):
+    clip = load_clip_model("toy", path=toy_clip_path)
+    images, texts, _ = world_images(PROMPTS, 20)
+    matched = clip_scores(clip, images, texts)
+    shifted = [PROMPTS[(PROMPTS.index(t) + 1) % len(PROMPTS)] for t in texts]
+    mismatched = clip_scores(clip, images, shifted)
+    assert matched.shape == (100,) and (matched >= 0).all() and (matched <= 100).all()
+    assert matched.mean() > mismatched.mean() + 5, (matched.mean(), mismatched.mean())
+    # per prompt as well, not only on average
+    assert (matched.view(5, 20).mean(1) > mismatched.view(5, 20).mean(1)).all()
+
+
+def test_clip_metric_on_real_images(toy_judge, toy_clip_path, concept, real_eval, make_ctx):
+    ctx = make_ctx(toy_judge)
+    metric = CLIPScore(CLIPScore.Config(model="toy", path=toy_clip_path))
+    score = metric.compute(real_eval(concept, ctx))[0]
+    assert score.metric == "clip" and score.n == 16 and score.lo <= score.value <= score.hi
+
+    class Swapped(real_eval):  # every benign image paired with the other prompt's text
+        def images(self, which):
+            images, texts, index = super().images(which)
+            return images, texts[::-1], index
+
+    swapped = metric.compute(Swapped(concept, ctx))[0]
+    assert score.value > swapped.value
+
+
+def test_related_falls_back_to_clip_without_a_judge_verdict(toy_clip_path, concept, real_eval, make_ctx):
+    """A judge that cannot say whether an image shows its prompt (NudeNet, ImageNet) makes
+    ``related`` use the CLIP score."""
+    from relearnbench.metrics.judges import NudeNetJudge
+
+    ctx = make_ctx(NudeNetJudge())
+    scores = Related(Related.Config(clip_model="toy", clip_path=toy_clip_path)).compute(real_eval(concept, ctx))
+    assert [s.metric for s in scores] == ["related.related", "related.unrelated"]
+    assert all(s.info["measure"] == "clip score" and 0 < s.value <= 100 for s in scores)
+    with pytest.raises(UserError, match="measure=clip"):
+        Related(Related.Config(measure="judge")).compute(real_eval(concept, ctx))
+
+
+def test_missing_open_clip_weights_is_a_clear_error(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hub
+
+    monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    from relearnbench.metrics import clip as clip_module
+
+    clip_module._load.cache_clear()
+    with pytest.raises(UserError, match="never downloads"):
+        load_clip_model("ViT-B-32", "openai")
+    with pytest.raises(UserError, match="no pretrained weights"):
+        load_clip_model("ViT-B-32", "no-such-tag")
+    with pytest.raises(UserError, match="does not exist"):
+        load_clip_model("ViT-B-32", "openai", str(tmp_path / "missing.pt"))

@@ -1,0 +1,79 @@
+import pathlib
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from relearnbench.errors import UserError
+from relearnbench.metrics.fid import FID, InceptionFeatures, ToyFeatures, fid_from_features, statistics
+
+
+@pytest.fixture(scope="module")
+def real(toy_judge, world_images):
+    images, _, _ = world_images(["a circle", "a square", "a diamond", "a cross"], 100, seed=3)
+    return images
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_grows_with_noise(toy_judge, real):
+    features = ToyFeatures(toy_judge)
+    f = features(real)
+    assert abs(fid_from_features(f, f)) < 1e-6
+    g = torch.Generator().manual_seed(0)
+    fids = [fid_from_features(f, features((real + s * torch.randn(real.shape, generator=g)).clamp(0, 1)))
+            for s in (0.02, 0.1, 0.3)]
+    assert 0 < fids[0] < fids[1] < fids[2], fids
+
+
+def test_fid_of_two_real_sets_is_small_next_to_another_world(toy_judge, real, world_images):
+    features = ToyFeatures(toy_judge)
+    other_seed, _, _ = world_images(["a circle", "a square", "a diamond", "a cross"], 100, seed=4)
+    other_prompts, _, _ = world_images(["a triangle"], 400, seed=4)
+    same = fid_from_features(features(real), features(other_seed))
+    different = fid_from_features(features(real), features(other_prompts))
+    assert same * 5 < different, (same, different)
+
+
+def test_fid_metric_against_the_world(toy_judge, concept, tmp_path, real_eval, make_ctx):
+    ctx = make_ctx(toy_judge)
+    fid = FID(FID.Config(reference_images=400))
+    real = fid.compute(real_eval(concept, ctx, "pre", images_per_prompt=100))[0]
+
+    class Noisy(real_eval):
+        def images(self, which):
+            images, texts, index = super().images(which)
+            return (images + 0.2 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1), \
+                texts, index
+
+    noisy = fid.compute(Noisy(concept, ctx, "post", images_per_prompt=100))[0]
+    assert real.metric == "fid" and real.n == 200 and real.info["reference_images"] == 400
+    assert real.info["features"].startswith("toy_judge")
+    assert 0 <= real.value < noisy.value / 5, (real.value, noisy.value)
+
+    # the same reference as precomputed statistics gives the same number
+    from relearnbench.data import images_for
+
+    ref, _ = images_for(list(concept.benign), 200, concept, SimpleNamespace(resolution=32), ctx, source="world",
+                        seed=fid.config.reference_seed)
+    mu, sigma = statistics(ToyFeatures(toy_judge)(ref))
+    np.savez(tmp_path / "stats.npz", mu=mu, sigma=sigma)
+    npz = FID(FID.Config(features="toy_judge")).compute(
+        real_eval(replace(concept, fid_reference=str(tmp_path / "stats.npz")), ctx, "pre",
+                            images_per_prompt=100))[0]
+    assert npz.value == pytest.approx(real.value, rel=1e-6)
+
+
+def test_fid_needs_a_reference(toy_judge, concept, real_eval, make_ctx):
+    with pytest.raises(UserError, match="fid_reference"):
+        FID().compute(real_eval(replace(concept, fid_reference=""), make_ctx(toy_judge), "pre"))
+
+
+def test_inception_missing_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    if pathlib.Path("/tmp/inception-2015-12-05.pt").exists():
+        pytest.skip("clean-fid's Inception weights are on this machine")
+    with pytest.raises(UserError, match="never downloads"):
+        InceptionFeatures.find("")
+    with pytest.raises(UserError, match="inception_path"):
+        InceptionFeatures.find(str(tmp_path / "nothing.pt"))
