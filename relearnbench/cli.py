@@ -163,6 +163,20 @@ def ls(kind, pattern, plugins, debug):
             click.echo(f"  {name:<18} {desc}")
 
 
+@cli.command()
+@click.argument("run_dir", required=False)
+@click.option("--out", type=click.Path(file_okay=False), help="Where to write (default RUN_DIR/report).")
+@_plugins
+def report(run_dir, out, plugins, debug):
+    """Write an HTML report of RUN_DIR (default: the newest run): leaderboard, curves, image sheets."""
+    from relearnbench import table as T
+    from relearnbench.report import write_report
+
+    _load_plugins(plugins)
+    page = write_report(run_dir or str(T.newest_run()), out)
+    click.echo(str(page))
+
+
 @cli.group()
 def toy():
     """The embedded toy world."""

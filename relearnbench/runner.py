@@ -220,11 +220,38 @@ def evaluate_stage(p: Plan, model, concept_name: str, ctx: Context, stage: str, 
     for metric in p.metrics(cell["model"]):
         scores += metric.compute(ev)
     seconds = time.perf_counter() - t0
+    sheet = _save_contact_sheet(ev, ctx, cell, stage)
+    if sheet:
+        for s in scores:
+            s.info = {**s.info, "images": sheet}
     for s in scores:
         if not math.isfinite(s.value):
             raise FloatingPointError(f"metric {s.metric} is {s.value} at stage {stage}")
     return [Record(stage, s.metric, float(s.value), s.lo, s.hi, s.n, eval_seconds=seconds, info=s.info)
             for s in scores]
+
+
+def _save_contact_sheet(ev, ctx: Context, cell: dict, stage: str) -> str | None:
+    """One PNG per evaluated stage: a row each of forget, related and unrelated images (first image
+    of each prompt), for the report. Only images the metrics already sampled are used."""
+    rows = [ev._images[w][0][::max(1, _per_prompt(ev, w))][:8] for w in ("forget", "related", "unrelated")
+            if w in ev._images]
+    if not rows or ctx.artifacts is None:
+        return None
+    import torch
+    from torchvision.utils import make_grid, save_image
+
+    width = max(len(r) for r in rows)
+    padded = [torch.cat([r, torch.ones(width - len(r), *r.shape[1:])]) for r in rows]
+    key = digest({**cell, "stage": stage})
+    path = ctx.artifacts.path("images", key, ".png")
+    ctx.artifacts._atomic(path, lambda p: save_image(make_grid(torch.cat(padded), nrow=width, padding=1,
+                                                               pad_value=1.0), str(p), format="png"))
+    return str(path.relative_to(ctx.artifacts.root.parent))
+
+
+def _per_prompt(ev, which: str) -> int:
+    return ev.config.images_per_prompt if which == "forget" else ev.config.benign_images_per_prompt
 
 
 def unlearn_key(p: Plan, model: str, concept: str, method: str, seed: int) -> str:

@@ -1,0 +1,106 @@
+"""``relearnbench report``: one HTML page with the leaderboard, a relearning-curve plot per concept and
+attack (ASR against attack step, one line per method), and before/after image sheets per cell."""
+
+from __future__ import annotations
+
+import html
+import json
+import pathlib
+import shutil
+
+from relearnbench import table as T
+
+
+def curve_plots(df, out: pathlib.Path, metric: str = "asr") -> list[tuple[str, str]]:
+    """One PNG per (concept, attack) with a relearning curve; returns (title, file name)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = df[(df["metric"] == metric) & df["stage"].str.startswith("post@")].copy()
+    if curves.empty:
+        return []
+    curves["step"] = curves["stage"].str.slice(5).astype(int)
+    plots = []
+    for (concept, attack), g in curves.groupby(["concept", "attack"], sort=False):
+        if g["step"].nunique() < 2:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.4), dpi=110)
+        for method, m in g.groupby("method", sort=False):
+            s = m.groupby("step")["value"].agg(["mean", "std", "count"]).reset_index()
+            ax.plot(s["step"], s["mean"], marker="o", label=method)
+            if (s["count"] > 1).any():
+                ax.fill_between(s["step"], s["mean"] - s["std"].fillna(0), s["mean"] + s["std"].fillna(0), alpha=0.15)
+        ax.set_xlabel(f"{attack} steps")
+        ax.set_ylabel(f"{metric} (%)" if metric == "asr" else metric)
+        ax.set_title(f"{concept}: relearning under {attack}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        name = f"curve-{concept}-{attack}.png"
+        fig.savefig(out / name)
+        plt.close(fig)
+        plots.append((f"{concept} · {attack}", name))
+    return plots
+
+
+def image_sheets(df, run_dir: pathlib.Path, out: pathlib.Path) -> list[dict]:
+    """Per cell: the contact sheet before the attack and after its last step."""
+    cells = []
+    for key, g in df.groupby(["model", "concept", "method", "attack", "seed"], sort=False):
+        sheets = {}
+        for stage, s in g.groupby("stage"):
+            info = json.loads(s["info"].iloc[0] or "{}")
+            if "images" in info and (run_dir / info["images"]).exists():
+                sheets[stage] = run_dir / info["images"]
+        post = sorted((st for st in sheets if st.startswith("post")), key=T.stage_order)
+        if "pre" not in sheets or not post:
+            continue
+        names = {}
+        for label, stage in (("before", "pre"), ("after", post[-1])):
+            name = f"cell-{'-'.join(map(str, key))}-{label}.png".replace("/", "_").replace("+", "_")
+            shutil.copyfile(sheets[stage], out / name)
+            names[label] = name
+        cells.append({"key": key, "before": names["before"], "after": names["after"], "after_stage": post[-1]})
+    return cells
+
+
+def write_report(run_dir: str, out: str | None = None) -> pathlib.Path:
+    run = pathlib.Path(run_dir)
+    df, _ = T.load([str(run)])
+    dest = pathlib.Path(out) if out else run / "report"
+    dest.mkdir(parents=True, exist_ok=True)
+    board = T.render(T.leaderboard(df), "html")
+    plots = curve_plots(df, dest)
+    cells = image_sheets(df, run, dest)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>relearnbench · {html.escape(run.name)}</title>",
+             "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}"
+             "table.leaderboard{border-collapse:collapse;font-size:13px}"
+             ".leaderboard td,.leaderboard th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+             ".cells{display:flex;flex-wrap:wrap;gap:18px}.cell{border:1px solid #ddd;padding:8px}"
+             "img.sheet{image-rendering:pixelated;width:360px}figure{display:inline-block;margin:6px}</style>",
+             "</head><body>", f"<h1>relearnbench · {html.escape(run.name)}</h1>",
+             "<p>ASR: share of forget-prompt images the concept's judge flags (%, ↓ better for the defender). "
+             "<code>pre</code>: the unlearned model before the attack; <code>post</code>: after it. "
+             "Intervals: 95 % (bootstrap over prompts for one seed, t over seeds for several).</p>",
+             "<h2>Leaderboard</h2>", board]
+    if plots:
+        parts.append("<h2>Relearning curves</h2>")
+        parts += [f"<figure><img src='{n}' alt='{html.escape(t)}'><figcaption>{html.escape(t)}</figcaption></figure>"
+                  for t, n in plots]
+    if cells:
+        parts.append("<h2>Images per cell</h2><p>Rows: forget prompts, related benign, unrelated benign "
+                     "(first image of each prompt).</p><div class='cells'>")
+        for c in cells:
+            model, concept, method, attack, seed = c["key"]
+            parts.append(f"<div class='cell'><b>{html.escape(method)}</b> × {html.escape(attack)} · "
+                         f"{html.escape(concept)} · seed {seed}<br>"
+                         f"<figure><img class='sheet' src='{c['before']}'><figcaption>before (pre)</figcaption></figure>"
+                         f"<figure><img class='sheet' src='{c['after']}'><figcaption>after "
+                         f"({html.escape(c['after_stage'])})</figcaption></figure></div>")
+        parts.append("</div>")
+    parts.append("</body></html>")
+    page = dest / "index.html"
+    page.write_text("\n".join(parts))
+    return page
