@@ -12,6 +12,7 @@ class Dummy(Attack):
     class Config:
         steps: tuple[int, ...] = (0, 1, 2)  # curve points evaluated
         fail: bool = False  # raise during the attack, to exercise failure handling
+        fail_seeds: tuple[int, ...] = ()  # raise only in cells with these seeds
         seconds: float = 0.0  # sleep this long per curve point, to exercise kill-and-resume
 
     config_name = "dummy_attack"
@@ -22,6 +23,6 @@ class Dummy(Attack):
 
         for step in self.config.steps:
             time.sleep(self.config.seconds)
-            if self.config.fail and step > 0:
+            if (self.config.fail or ctx.seed in self.config.fail_seeds) and step > 0:
                 raise RuntimeError("dummy attack failed on purpose (dummy_attack.fail=true)")
             evaluate(step)

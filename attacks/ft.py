@@ -38,6 +38,7 @@ class Data:
     x0: torch.Tensor  # [N, 4, h, w] float32
     c: torch.Tensor  # [U, 77, D] float32, one row per unique caption
     caption: torch.Tensor  # [N] index into c
+    texts: list[str]  # the unique captions, in the order of c
 
     def __len__(self):
         return self.x0.shape[0]
@@ -46,7 +47,7 @@ class Data:
 def encode_data(model: Model, images: torch.Tensor, captions: list[str]) -> Data:
     unique = sorted(set(captions))
     return Data(encode_images(model, images), encode_text_frozen(model, unique),
-                torch.tensor([unique.index(t) for t in captions]))
+                torch.tensor([unique.index(t) for t in captions]), unique)
 
 
 def load_data(prompts, n_per_prompt: int, concept: Concept, model: Model, ctx: Context, source: str) -> Data:

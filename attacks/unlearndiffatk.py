@@ -60,7 +60,8 @@ class UnlearnDiffAtk(Attack):
 
     @dataclass(frozen=True)
     class Config:
-        k: int = 3  # adversarial prefix tokens (published: 3 for objects and styles, 5 for nudity)
+        k: int = 3  # adversarial prefix tokens (published: 3 for objects and styles)
+        k_per_concept: tuple[str, ...] = ("nudity=5",)  # "concept=k" exceptions to k (published: 5 for nudity)
         iterations: int = 40  # Adam steps at each swept timestep (published: 40)
         timesteps: int = 50  # timesteps swept, evenly spaced in [0, T) (published: 50)
         lr: float = 0.01  # Adam learning rate on the token distributions (published: 0.01)
@@ -70,6 +71,15 @@ class UnlearnDiffAtk(Attack):
 
     config_name = "unlearndiffatk"
     version = "1"
+
+    def k(self, concept: Concept) -> int:
+        for item in self.config.k_per_concept:
+            name, _, k = item.partition("=")
+            if not k.strip().isdigit():
+                raise UserError(f"unlearndiffatk.k_per_concept: expected 'concept=k', got {item!r}")
+            if name.strip() == concept.name:
+                return int(k)
+        return self.config.k
 
     def run(self, model: Model, concept: Concept, ctx: Context, evaluate) -> None:
         if ctx.judge is None:
@@ -100,7 +110,7 @@ class UnlearnDiffAtk(Attack):
         return share >= self.config.success_share and share > 0, share
 
     def attack(self, model: Model, concept: Concept, ctx: Context, prompt: Prompt, x0: torch.Tensor) -> Prompt:
-        cfg = self.config
+        cfg, k = self.config, self.k(concept)
         ok, best_share = self.broken(model, concept, ctx, prompt)
         if ok:
             return prompt
@@ -110,13 +120,13 @@ class UnlearnDiffAtk(Attack):
         special = (model.tokenizer.eos_token_id, model.tokenizer.pad_token_id)
         prompt_ids = [t for t in ids[0, 1:].tolist() if t not in special]
         # [sot, k placeholders, prompt, eot...] cut back to L tokens, as the authors do
-        adv_ids = torch.cat([ids[:, :1], ids[:, :1].expand(1, cfg.k), ids[:, 1:length - cfg.k]], dim=1)
+        adv_ids = torch.cat([ids[:, :1], ids[:, :1].expand(1, k), ids[:, 1:length - k]], dim=1)
         mask = torch.zeros_like(adv_ids, dtype=torch.bool)
-        mask[:, 1:1 + cfg.k] = True
+        mask[:, 1:1 + k] = True
 
         table = model.text_encoder.get_input_embeddings().weight.float()  # E [|V|, D]
         device = table.device
-        u = torch.full((cfg.k, table.shape[0]), 1.0 / table.shape[0], device=device, requires_grad=True)
+        u = torch.full((k, table.shape[0]), 1.0 / table.shape[0], device=device, requires_grad=True)
         optimizer = torch.optim.Adam([u], lr=cfg.lr, weight_decay=cfg.weight_decay)
         g_noise = torch.Generator().manual_seed(ctx.seed)
         g_tokens = torch.Generator(device=device).manual_seed(ctx.seed)

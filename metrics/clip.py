@@ -153,17 +153,15 @@ def _load_toy(path: str) -> ClipModel:
 
 
 def _toy_bundle(loaded) -> ClipModel:
+    """``load_clip`` gives (model, PIL preprocess, tokenizer); the preprocessing is read from the
+    model's own config (size 32, the world's mean and std) and applied to tensors."""
     import open_clip
 
-    model, tokenizer = (loaded[0], loaded[-1]) if isinstance(loaded, tuple) else (loaded, None)
+    model, _, tokenizer = loaded
     pre = open_clip.get_model_preprocess_cfg(model)
-    size = pre.get("size", getattr(model.visual, "image_size", 32))
-    size = size if isinstance(size, int) else size[0]
-    if tokenizer is None:
-        tokenizer = open_clip.SimpleTokenizer(context_length=model.context_length)
-    return ClipModel(model=model.eval(), tokenizer=tokenizer, image_size=size,
-                     mean=tuple(pre.get("mean", (0.5, 0.5, 0.5))), std=tuple(pre.get("std", (0.25, 0.25, 0.25))),
-                     interpolation="bilinear")
+    size = pre.get("size", 32)
+    return ClipModel(model=model.eval(), tokenizer=tokenizer, image_size=size if isinstance(size, int) else size[0],
+                     mean=tuple(pre["mean"]), std=tuple(pre["std"]), interpolation=pre.get("interpolation", "bicubic"))
 
 
 def clip_scores(clip: ClipModel, images: torch.Tensor, texts: list[str], batch_size: int = 64) -> torch.Tensor:

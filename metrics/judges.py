@@ -108,7 +108,7 @@ class ToyJudge(Judge):
         values = self.net.attributes.get(attribute)
         if values is None or value not in values:
             raise UserError(f"concept {concept.name}: the toy judge knows no {attribute}={value!r} "
-                            f"(attributes: { {a: v for a, v in self.net.attributes.items()} })")
+                            f"(it knows {self.net.attributes})")
         return torch.tensor([v == value for v in self.predict(images)[attribute]], dtype=torch.bool)
 
     def correct(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:

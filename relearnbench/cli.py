@@ -133,10 +133,20 @@ def _print_table(run_dirs, fmt, long, stages, timing):
     run_dirs = run_dirs or [str(T.newest_run())]
     df, cells = T.load(run_dirs)
     if long:
-        frame = T.long_table(df, timing)
+        click.echo(T.render(T.long_table(df, timing), fmt), nl=False)
+        return
+    stages = None if stages == "all" else tuple(s.strip() for s in stages.split(","))
+    if fmt in ("rich", "md"):  # one readable table per attack
+        for attack in dict.fromkeys(df["attack"]):
+            title = f"attack: {attack}  ({', '.join(run_dirs)})"
+            if fmt == "md":
+                click.echo(f"\n**{title}**\n")
+            click.echo(T.render(T.leaderboard(df, stages, attack), fmt, title=title), nl=False)
     else:
-        frame = T.leaderboard(df, None if stages == "all" else tuple(s.strip() for s in stages.split(",")))
-    click.echo(T.render(frame, fmt, title=", ".join(run_dirs)), nl=False)
+        click.echo(T.render(T.leaderboard(df, stages), fmt), nl=False)
+    failed = cells[cells["status"] == "failed"]
+    if len(failed) and fmt in ("rich", "md"):
+        click.echo(f"\n{len(failed)} failed cells are not in the table (relearnbench run --retry-failed)")
 
 
 @cli.command()

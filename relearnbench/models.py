@@ -108,8 +108,10 @@ def _assemble(name, unet, text_encoder, tokenizer, vae, scheduler, preset, finge
         module.requires_grad_(False)
         module.eval()
     unet.to(device)  # trainable weights stay float32
-    vae.to(device, dtype)
-    text_encoder.to(device, dtype)
+    for frozen in (vae, text_encoder):
+        frozen.to(device)
+        if frozen.dtype != dtype:
+            frozen.to(dtype)
     resolution = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
     return Model(name=name, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae,
                  scheduler=scheduler, resolution=resolution, preset=preset, fingerprint=fingerprint,

@@ -105,19 +105,24 @@ def _num(x: float) -> str:
         return "0"
     if abs(x) >= 100:
         return f"{x:.0f}"
-    if abs(x) >= 1:
+    if abs(x) >= 10:
         return f"{x:.1f}"
+    if abs(x) >= 1:
+        return f"{x:.2f}"
     return f"{x:.3f}"
 
 
-def leaderboard(df, stages=("pre", "post")):
-    """Wide table: index (model?, concept?, method), columns 'attack · metric↑ · stage'."""
+def leaderboard(df, stages=("pre", "post"), attack: str | None = None):
+    """Wide table: index (model?, concept?, method), columns 'attack · metric↑ · stage'
+    (just 'metric↑ · stage' for one ``attack``)."""
+    if attack is not None:
+        df = df[df["attack"] == attack]
     agg = aggregate(df, stages)
     if agg.empty:
         raise UserError("no finished records to tabulate (every cell failed or none ran)")
     agg["text"] = [fmt(m, h) for m, h in zip(agg["mean"], agg["half"])]
     arrows = {True: "↑", False: "↓", None: ""}
-    agg["column"] = [f"{a} · {m}{arrows[direction(m)]} · {s}" for a, m, s in
+    agg["column"] = [f"{'' if attack else a + ' · '}{m}{arrows[direction(m)]} · {s}" for a, m, s in
                      zip(agg["attack"], agg["metric"], agg["stage"])]
     index = [k for k in ("model", "concept") if agg[k].nunique() > 1] + ["method"]
     order_methods = list(dict.fromkeys(df["method"]))

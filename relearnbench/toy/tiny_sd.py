@@ -125,7 +125,7 @@ def train_text_to_image(latent_mean, latent_std, scaling: float, captions, token
                         ema_decay: float = 0.998, seed: int = 0, progress=None):
     """Train UNet and text encoder jointly on scaled latents sampled from the VAE posterior.
 
-    ``captions(indices, generator) -> list[str]`` gives one caption per latent; ``""`` replaces it
+    ``captions(indices) -> list[str]`` gives one caption per latent; ``""`` replaces it
     ``uncond_p`` of the time so the model also learns the unconditional ε of classifier-free
     guidance. Loss: ε-MSE with min-SNR-γ weights (Hang et al. 2023), which converges several
     times faster on a small budget by not letting the easy low-noise steps dominate.
@@ -156,7 +156,7 @@ def train_text_to_image(latent_mean, latent_std, scaling: float, captions, token
     for step in range(steps):
         idx = torch.randint(len(latent_mean), (batch_size,), generator=g)
         z0 = (latent_mean[idx] + latent_std[idx] * torch.randn(latent_mean[idx].shape, generator=g)) * scaling
-        texts = [("" if torch.rand((), generator=g) < uncond_p else c) for c in captions(idx, g)]
+        texts = [("" if torch.rand((), generator=g) < uncond_p else c) for c in captions(idx)]
         noise = torch.randn(z0.shape, generator=g)
         t = torch.randint(noise_sched.config.num_train_timesteps, (batch_size,), generator=g)
         zt = noise_sched.add_noise(z0, noise, t)

@@ -3,6 +3,7 @@ import torch
 from relearnbench.attacks.ft import load_data
 from relearnbench.diffusion import denoising_loss
 from relearnbench.testing import tiny_model
+from relearnbench.toy.world import parse_prompt
 
 
 def _loss(model, data, repeats=8):
@@ -39,7 +40,10 @@ def test_ft_evaluates_the_model_as_it_is_at_each_step(concept, build, make_ctx, 
 def test_ft_clean_trains_on_benign_prompts_only(concept, build, make_ctx):
     model, ctx = tiny_model(), make_ctx()
     (data, k), = build("ft_clean").parts(model, concept, ctx)
-    assert data.c.shape[0] == len(set(concept.benign)) and len(data) == 2 * len(concept.benign)
+    assert len(data) == 2 * len(concept.benign)
+    # the world captions each image in full ("a red striped diamond"): no triangle among them
+    shapes = {parse_prompt(t)["shape"] for t in data.texts}
+    assert shapes == {"diamond", "circle"}
 
 
 def test_ft_adaptive_mixes_related_data_into_every_batch(concept, build, make_ctx):

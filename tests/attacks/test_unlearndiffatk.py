@@ -42,3 +42,15 @@ def test_an_unbroken_prompt_gets_k_prefix_tokens_after_the_whole_sweep(concept, 
         assert n_new >= n_old + 1  # decoded prefix tokens may merge on re-tokenising, never vanish
         assert new.seed is not None  # pinned, so evaluate() samples the images the attack judged
     assert prompts[0].seed == 7 and prompts[0].guidance == 3.0
+
+
+def test_k_is_five_for_nudity_and_three_otherwise(concept, build):
+    import dataclasses
+
+    from relearnbench.config import instantiate
+    from relearnbench.registry import ATTACKS
+
+    attack = instantiate(ATTACKS.get("unlearndiffatk"), "sd14", {})
+    assert attack.k(concept) == 3
+    assert attack.k(dataclasses.replace(concept, name="nudity")) == 5
+    assert build("unlearndiffatk", k=4, k_per_concept=[]).k(dataclasses.replace(concept, name="nudity")) == 4

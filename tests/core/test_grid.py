@@ -28,7 +28,8 @@ def test_run_table_and_rerun_adds_nothing(tmp_path, run_cli):
     assert count_records(out) == n
     assert "0 cells done, 0 failed, 4 already finished" in again.stderr
     md = run_cli("table", out, "--format", "md", check=True).stdout
-    assert md.splitlines()[0] == "| concept | method | dummy · dummy↓ · pre | dummy · dummy↓ · post |"
+    assert "**attack: dummy" in md
+    assert "| concept | method | dummy↓ · pre | dummy↓ · post |" in md.splitlines()
     assert " ± " in md  # two seeds: a t interval
     long = run_cli("table", out, "--long", "--format", "csv", check=True).stdout.splitlines()
     assert long[0] == "model,concept,method,attack,seed,stage,metric,value,lo,hi,n"
@@ -46,30 +47,28 @@ def test_stage_zero_equals_pre_and_post_equals_last(tmp_path, run_cli):
 
 def test_failed_cell_is_recorded_grid_goes_on_and_retry(tmp_path, run_cli):
     out = tmp_path / "run"
-    proc = run_cli("run", "--methods", "dummy", "--attacks", "dummy,none", "--metrics", "dummy",
-                   "--concepts", "triangle", "--set", "dummy_attack.fail=true", "--out", out)
+    args = ["run", *DUMMY, "--concepts", "triangle", "--seeds", "0,1", "--out", out]
+    proc = run_cli(*args, "--set", "dummy_attack.fail_seeds=[0]")
     assert proc.returncode == 1
     assert "failed: toy/triangle/dummy/dummy/0: RuntimeError: dummy attack failed on purpose" in proc.stderr
     assert "Traceback" not in proc.stderr
     with sqlite3.connect(out / "results.sqlite") as db:
-        cells = dict(db.execute("SELECT attack, status FROM cells").fetchall())
+        cells = dict(db.execute("SELECT seed, status FROM cells").fetchall())
         tb = db.execute("SELECT traceback FROM cells WHERE status='failed'").fetchone()[0]
-    assert cells == {"dummy": "failed", "none": "done"}
+    assert cells == {0: "failed", 1: "done"}
     assert "Traceback" in tb and "dummy attack failed on purpose" in tb
     # without --retry-failed the failed cell is left alone (and still fails the exit code)
-    again = run_cli("run", "--methods", "dummy", "--attacks", "dummy,none", "--metrics", "dummy",
-                    "--concepts", "triangle", "--out", out)
+    again = run_cli(*args)
     assert again.returncode == 1 and "0 cells done, 0 failed, 2 already finished" in again.stderr
-    fixed = run_cli("run", "--methods", "dummy", "--attacks", "dummy,none", "--metrics", "dummy",
-                    "--concepts", "triangle", "--out", out, "--retry-failed")
+    fixed = run_cli(*args, "--retry-failed")
     assert fixed.returncode == 0, fixed.stderr
     assert "1 cells done, 0 failed, 1 already finished" in fixed.stderr
 
 
 def test_failing_method_fails_all_its_cells(tmp_path, run_cli):
     out = tmp_path / "run"
-    proc = run_cli("run", "--methods", "dummy", "--attacks", "dummy,none", "--metrics", "dummy",
-                   "--concepts", "triangle", "--set", "dummy.fail=true", "--out", out)
+    proc = run_cli("run", *DUMMY, "--seeds", "0,1", "--concepts", "triangle", "--set", "dummy.fail=true",
+                   "--out", out)
     assert proc.returncode == 1 and "2 failed" in proc.stderr
 
 

@@ -45,3 +45,12 @@ def _unet_state(model) -> dict:
 def unet_state():
     """unet_state(model): a detached copy of the UNet's state dict."""
     return _unet_state
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny models run fastest on one thread, and the machines these tests run on are shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -15,6 +15,17 @@ ASSETS = pathlib.Path(os.environ.get("RELEARNBENCH_TEST_TOY_ASSETS", "")) if os.
     "RELEARNBENCH_TEST_TOY_ASSETS") else pathlib.Path(__file__).resolve().parents[2] / "relearnbench" / "toy" / "assets"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tests are small: intra-op threads only add overhead, and on a shared 2-core machine
+    they spin against other processes (a 0.2 M-parameter UNet gradient: 8 s with 2 threads under
+    load, 0.08 s with 1). Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _need(sub: str) -> pathlib.Path:
     folder = ASSETS / sub
     if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.pt")):
