@@ -53,6 +53,12 @@ class Encoded:
         idx = torch.randperm(len(self), generator=generator)[:size].to(self.x0.device)
         return self.take(idx)
 
+    def batches(self, count: int, size: int, generator: torch.Generator):
+        """``count`` batches of ``size`` from one shuffle: disjoint while the images last (an epoch)."""
+        order = torch.randperm(len(self), generator=generator).to(self.x0.device)
+        for b in range(count):
+            yield self.take(order[(torch.arange(size, device=order.device) + b * size) % len(self)])
+
     def halves(self) -> tuple["Encoded", "Encoded"]:
         """Even and odd images: a train / held-out split that keeps every prompt in both."""
         even, odd = slice(0, None, 2), slice(1, None, 2)

@@ -31,7 +31,7 @@ class ESD(LossMethod):
 
     @dataclass(frozen=True)
     class Config:
-        train: Literal["u", "x", "f"] = "u"  # which parameters train: u = non-cross-attention, x = cross-attention, f = all
+        train: Literal["u", "x", "f"] = "u"  # trained: u = all but cross-attention, x = cross-attention, f = all
         eta: float = 1.0  # η, the negative guidance of the target
         steps: int = 1000  # training iterations
         lr: float = 1e-5  # Adam learning rate
@@ -57,6 +57,9 @@ class ESD(LossMethod):
         if cfg_.xt == "noise":
             self.forget = encode_set(model, concept, ctx, concept.forget_texts, cfg_.images, seed=ctx.seed)
         return trainable(model.unet, cfg_.train)
+
+    def release(self) -> None:
+        self.teacher = self.forget = self.uncond = self.c = None
 
     def _xt(self, model: Model, c: torch.Tensor):
         """(x_t, t) for one step, with no graph: the target is built around them."""

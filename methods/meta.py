@@ -60,7 +60,7 @@ class Meta(Method):
         retain_images: int = 30  # images of the related prompts, and as many of the unrelated ones
         batch_size: int = 10  # images per batch of a term
         term_batches: int = 1  # batches whose gradients are summed per term (authors: 3 batches of 10)
-        timesteps: tuple[int, ...] = ()  # fixed timesteps per term, summed (authors' last script: 1,2,5,10); () = random
+        timesteps: tuple[int, ...] = ()  # fixed timesteps per term, summed (() = one random t per image)
         forget_ft: float = 0.1  # γ'_f (authors' γ2_1): weight of −L(θ_FT; held-out forget)
         related_ft: float = 0.1  # γ'_r (γ2_2): weight of −L(θ_FT; related)
         unrelated_ft: float = 0.01  # γ'_u (γ2_3): weight of −L(θ_FT; unrelated)
@@ -144,7 +144,13 @@ class Meta(Method):
                 torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
             opt.step()
         model.unet.requires_grad_(False)
-        self.copy = self.inner_opt = None  # the buffer is only needed while training
+        self.release()
+
+    def release(self) -> None:
+        """The harness reuses this instance for many cells: drop the buffers and the data."""
+        self.copy = self.copy_params = self.copy_trained = self.inner_opt = self.data = None
+        if isinstance(self.base, LossMethod):
+            self.base.release()
 
     def meta_terms(self) -> bool:
         return self.config.forget_term or self.config.retain_diff
@@ -174,8 +180,7 @@ class Meta(Method):
         """The denoising losses whose gradients one term sums: ``term_batches`` batches, each at the
         fixed ``timesteps`` or at one random timestep per image."""
         c, g = self.config, self.generator
-        for _ in range(c.term_batches):
-            x0, cond = data.batch(c.batch_size, g)
+        for x0, cond in data.batches(c.term_batches, c.batch_size, g):
             for t in c.timesteps or (None,):
                 tt = None if t is None else torch.full((x0.shape[0],), t, device=x0.device)
                 yield denoising_loss(model, x0, cond, unet=unet, generator=g, t=tt)
@@ -204,8 +209,8 @@ class Meta(Method):
             for state in self.inner_opt.state.values():
                 for v in state.values():
                     v.zero_()
-        for _ in range(c.inner_steps):  # the simulated malicious finetune
-            x0, cond = self.data["forget_train"].batch(c.inner_batch, g)
+        # the simulated malicious finetune: an epoch over the forget-train images, as the authors
+        for x0, cond in self.data["forget_train"].batches(c.inner_steps, c.inner_batch, g):
             loss = denoising_loss(model, x0, cond, unet=self.copy, generator=g)
             for p, grad in zip(self.copy_params, torch.autograd.grad(loss, self.copy_params, allow_unused=True)):
                 p.grad = grad
@@ -233,8 +238,7 @@ class Meta(Method):
             # trained weights enter as themselves, the others as fresh leaves the inner step may move
             fast = {n: p if p.requires_grad else p.detach().requires_grad_(True)
                     for n, p in model.unet.named_parameters()}
-            for _ in range(c.inner_steps):
-                x0, cond = self.data["forget_train"].batch(c.inner_batch, g)
+            for x0, cond in self.data["forget_train"].batches(c.inner_steps, c.inner_batch, g):
                 loss = denoising_loss(model, x0, cond, unet=_At(model.unet, fast), generator=g)
                 grads = torch.autograd.grad(loss, list(fast.values()), create_graph=second_order,
                                             allow_unused=True)

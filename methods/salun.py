@@ -2,7 +2,7 @@
 
 A weight saliency mask m keeps the fraction of UNet weights where the forget loss is steepest,
 
-    m = 1[ |∇_θ ℓ_f(θ)| ≥ top-k threshold ],   ℓ_f = −‖ε − ((1+w) ε_θ(x_t, c_f) − w ε_θ(x_t, ∅))‖²
+    m = 1[ |∇_θ ℓ_f(θ)| ≥ top-k threshold ],  ℓ_f = −‖ε − ((1+w) ε_θ(x_t, c_f) − w ε_θ(x_t, ∅))‖²
 
 over the forget images (w = 7.5 as the authors), and only those weights move. The training loss
 remaps the forget concept to a pseudo prompt c' on the forget images and keeps the retain set:
@@ -76,12 +76,10 @@ class SalUn(LossMethod):
             x_t = add_noise(model, x0, noise, t)
             guided = cfg(predict(model.unet, x_t, t, self.uncond.expand_as(cf)), predict(model.unet, x_t, t, cf),
                          1 + c.mask_guidance)  # (1+w) ε(c) − w ε(∅)
-            for acc, g in zip(grads, torch.autograd.grad(-F.mse_loss(noise, guided), params)):
-                acc += g
-        magnitude = torch.cat([g.abs().flatten() for g in grads])
-        k = max(1, int(round(magnitude.numel() * (1 - c.mask_fraction))))  # kthvalue is 1-based
-        threshold = torch.kthvalue(magnitude.float().cpu(), k).values.to(magnitude.device)
-        return [g.abs() > threshold for g in grads]
+            for acc, g in zip(grads, torch.autograd.grad(-F.mse_loss(noise, guided), params, allow_unused=True)):
+                if g is not None:
+                    acc += g
+        return top_fraction([g.abs() for g in grads], c.mask_fraction)
 
     def loss(self, model: Model, step: int) -> torch.Tensor:
         g, n = self.generator, self.config.batch_size
@@ -95,7 +93,18 @@ class SalUn(LossMethod):
         xr, cr = self.retain.batch(n, g)
         return forget + self.config.alpha * denoising_loss(model, xr, cr, generator=g)
 
+    def release(self) -> None:
+        self.forget = self.retain = self.masks = self.uncond = self.pseudo = None
+
     def edit_grads(self, params: list) -> None:
         for p, m in zip(params, self.masks):
             if p.grad is not None:
                 p.grad.mul_(m)
+
+
+def top_fraction(scores: list[torch.Tensor], fraction: float) -> list[torch.Tensor]:
+    """Masks keeping the largest ``fraction`` of all the scores together (one threshold for all)."""
+    flat = torch.cat([s.flatten() for s in scores]).float().cpu()
+    k = max(1, int(round(flat.numel() * (1 - fraction))))  # the k-th smallest is the threshold
+    threshold = torch.kthvalue(flat, k).values.item()
+    return [s > threshold for s in scores]

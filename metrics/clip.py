@@ -70,8 +70,13 @@ def clip_description(name: str, pretrained: str, path: str) -> dict:
     return {"clip": name, "clip_pretrained": pretrained, **({"clip_path": path} if path else {})}
 
 
-def load_clip_model(name: str, pretrained: str = "openai", path: str = "", device="cpu") -> ClipModel:
-    clip = _load(name, pretrained, path)
+def load_clip_model(name: str, pretrained: str = "openai", path: str = "", device="cpu",
+                    setting: str = "clip.path") -> ClipModel:
+    """A CLIP, loaded once per process; ``setting`` is the --set key named in error messages."""
+    try:
+        clip = _load(name, pretrained, path)
+    except UserError as e:
+        raise UserError(str(e).replace("SETTING", setting)) from None
     clip.model.to(device)
     return clip
 
@@ -87,7 +92,7 @@ def _load(name: str, pretrained: str, path: str) -> ClipModel:
     cfg = open_clip.get_pretrained_cfg(name, pretrained) if pretrained else {}
     checkpoint = pathlib.Path(path) if path else _cached_checkpoint(name, pretrained, cfg)
     if not checkpoint.exists():
-        raise UserError(f"CLIP checkpoint {checkpoint} does not exist")
+        raise UserError(f"CLIP checkpoint {checkpoint} (SETTING) does not exist")
     if _is_torchscript(checkpoint):  # OpenAI's own .pt files are TorchScript archives
         model = open_clip.load_openai_model(str(checkpoint), precision="fp32", device="cpu")
     else:
@@ -128,7 +133,7 @@ def _cached_checkpoint(name: str, pretrained: str, cfg: dict) -> pathlib.Path:
     raise UserError(f"no local copy of open_clip {name} ({pretrained}); looked in {' and '.join(looked)}. "
                     f"relearnbench never downloads weights: run `python -c \"import open_clip; "
                     f"open_clip.create_model('{name}', pretrained='{pretrained}')\"` once with internet, "
-                    f"or pass a checkpoint file with --set clip.path=FILE")
+                    f"or pass a checkpoint file with --set SETTING=FILE")
 
 
 def _is_torchscript(path: pathlib.Path) -> bool:

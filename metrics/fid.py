@@ -2,8 +2,9 @@
 
     FID = ‖μ_g − μ_r‖² + Tr(Σ_g + Σ_r − 2 (Σ_g Σ_r)^½)      (Heusel et al. 2017)
 
-μ, Σ: mean and covariance of the features of generated (g) and reference (r) images; computed by
-clean-fid (``fid_from_feats`` / ``frechet_distance``). The reference is the concept's
+μ, Σ: mean and covariance of the features of generated (g) and reference (r) images, the
+distance as clean-fid's ``frechet_distance`` computes it (copied: clean-fid 0.1.35's breaks on
+SciPy 1.18), the features through clean-fid's pipeline. The reference is the concept's
 ``fid_reference``:
 
 * ``"world"`` (toy world): real procedural images of the same benign prompts, rendered by the world,
@@ -27,6 +28,7 @@ import hashlib
 import json
 import math
 import pathlib
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,18 +51,37 @@ def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(0), np.cov(features, rowvar=False)
 
 
-def frechet(features: np.ndarray, mu_r: np.ndarray, sigma_r: np.ndarray) -> float:
-    from cleanfid.fid import frechet_distance
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                     eps: float = 1e-6) -> float:
+    """clean-fid's ``frechet_distance``, line for line, minus its ``sqrtm(..., disp=False)``
+    argument, which SciPy 1.18 removed (clean-fid 0.1.35 then raises a TypeError; seen on the GPU
+    machine). Same numbers as clean-fid where both run (tests/metrics/test_fid.py)."""
+    from scipy import linalg
 
+    diff = mu1 - mu2
+    with warnings.catch_warnings():
+        # fewer images than feature dimensions make Σ singular: expected at small counts (the
+        # score's info says so); the eps retry below is clean-fid's remedy
+        warnings.simplefilter("ignore")
+        covmean = linalg.sqrtm(sigma1.dot(sigma2))
+        if not np.isfinite(covmean).all():
+            offset = np.eye(sigma1.shape[0]) * eps
+            covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"FID: imaginary component {np.max(np.abs(covmean.imag)):.3g} in the matrix square root")
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def frechet(features: np.ndarray, mu_r: np.ndarray, sigma_r: np.ndarray) -> float:
     mu, sigma = statistics(features)
-    return float(frechet_distance(mu, sigma, mu_r, sigma_r))
+    return frechet_distance(mu, sigma, mu_r, sigma_r)
 
 
 def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
-    """clean-fid's FID of two feature sets [N, D]."""
-    from cleanfid.fid import fid_from_feats
-
-    return float(fid_from_feats(np.asarray(a, np.float64), np.asarray(b, np.float64)))
+    """FID of two feature sets [N, D] (clean-fid's ``fid_from_feats``)."""
+    return frechet(a, *statistics(b))
 
 
 # -- feature extractors ---------------------------------------------------------------------------
@@ -147,10 +168,13 @@ class FID(Metric):
         mu_r, sigma_r, n_ref = self.reference(ev, extract)
         if len(images) < 2:
             raise UserError(f"fid needs at least 2 generated images, got {len(images)}")
-        value = frechet(extract(images), mu_r, sigma_r)
+        features = extract(images)
+        value = frechet(features, mu_r, sigma_r)
         return [Score("fid", value, n=len(images),
                       info={"reference": reference, "reference_images": n_ref, "features": extract.name,
-                            "prompts": c.prompts})]
+                            "feature_dim": features.shape[1], "prompts": c.prompts,
+                            # Σ_g is singular below feature_dim + 1 images: FID is then mostly bias
+                            "rank_deficient": len(images) <= features.shape[1]})]
 
     def extractor(self, ev):
         from relearnbench.metrics.judges import ToyJudge

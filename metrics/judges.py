@@ -274,7 +274,8 @@ class CLIPZeroShotJudge(Judge):
     def clip(self, device):
         from relearnbench.metrics.clip import load_clip_model
 
-        return load_clip_model(self.config.model, self.config.pretrained, self.config.path, device)
+        return load_clip_model(self.config.model, self.config.pretrained, self.config.path, device,
+                               setting="clip_zeroshot.path")
 
     def flags(self, images: torch.Tensor, concept: Concept) -> torch.Tensor:
         label = _target(concept, "label", "clip_zeroshot")

@@ -67,7 +67,7 @@ class Related(Metric):
             from relearnbench.metrics.clip import clip_description, clip_scores, load_clip_model
 
             device = ev.model.unet.device
-            clip = load_clip_model(c.clip_model, c.clip_pretrained, c.clip_path, device)
+            clip = load_clip_model(c.clip_model, c.clip_pretrained, c.clip_path, device, setting="related.clip_path")
             values = clip_scores(clip, images.to(device), texts, c.batch_size).numpy()
             measure, scale, info = "clip score", 1.0, clip_description(c.clip_model, c.clip_pretrained, c.clip_path)
         value, lo, hi = mean_and_interval(values, index, resamples=c.bootstrap, seed=ev.ctx.seed, scale=scale)

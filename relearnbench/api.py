@@ -171,7 +171,8 @@ class LossMethod(Method):
 
     A subclass implements ``prepare`` (encode fixed data once, freeze a teacher, say which UNet
     parameters train) and ``loss`` (the unlearning loss at the current weights for one step);
-    ``unlearn`` below runs the loop. Exposing the per-step loss is all it takes to get ``X+meta``
+    ``unlearn`` below runs the loop, then ``release`` drops what ``prepare`` kept (the harness
+    reuses one plugin instance for many cells). Exposing the per-step loss is all it takes to get ``X+meta``
     and ``X+retain``: the meta wrapper adds its own terms to this loss's gradient at every step.
 
     Config fields read here: ``steps`` and ``lr``; optional ``weight_decay`` and ``max_grad_norm``.
@@ -187,6 +188,9 @@ class LossMethod(Method):
 
     def edit_grads(self, params: list) -> None:
         """Change the gradients before clipping and stepping (SalUn masks them here); default: nothing."""
+
+    def release(self) -> None:
+        """Drop the per-run state ``prepare`` kept (a teacher UNet, encoded data); default: nothing."""
 
     def optimizer(self, params: list):
         import torch
@@ -216,3 +220,4 @@ class LossMethod(Method):
                 torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
         model.unet.requires_grad_(False)
+        self.release()

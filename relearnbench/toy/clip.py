@@ -116,7 +116,7 @@ def train_clip(images: torch.Tensor, labels: dict[str, torch.Tensor], directory,
         with torch.no_grad():
             model.logit_scale.clamp_(0, 4.6052)  # open_clip's cap: temperature ≥ 0.01
         if progress is not None:
-            progress(loss=float(loss))
+            progress(loss=loss.item())
     return model.eval()
 
 

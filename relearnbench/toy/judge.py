@@ -33,8 +33,8 @@ class ToyJudgeNet(nn.Module):
         self.body = nn.Sequential(
             *block(3, w), *block(w, w), nn.MaxPool2d(2),  # 16×16
             *block(w, 2 * w), *block(2 * w, 2 * w), nn.MaxPool2d(2),  # 8×8
-            *block(2 * w, 4 * w), nn.MaxPool2d(2),  # 4×4: position still matters little here
-            nn.Flatten(), nn.Linear(4 * w * 16, feature_dim), nn.ReLU(inplace=True))
+            *block(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1),  # what, not where: position is not an attribute
+            nn.Flatten(), nn.Linear(4 * w, feature_dim), nn.ReLU(inplace=True))
         self.heads = nn.ModuleDict({a: nn.Linear(feature_dim, len(v)) for a, v in self.attributes.items()})
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
@@ -106,5 +106,5 @@ def train_judge(images: torch.Tensor, labels: dict[str, torch.Tensor], *, steps:
         opt.step()
         sched.step()
         if progress is not None:
-            progress(loss=float(loss))
+            progress(loss=loss.item())
     return net.eval()

@@ -85,7 +85,7 @@ def train_vae(images: torch.Tensor, *, steps: int, batch_size: int = 32, lr: flo
         opt.step()
         sched.step()
         if progress is not None:
-            progress(loss=float(loss))
+            progress(loss=loss.item())
     return vae.eval()
 
 
@@ -170,7 +170,7 @@ def train_text_to_image(latent_mean, latent_std, scaling: float, captions, token
         sched.step()
         ema.update(step)
         if progress is not None:
-            progress(loss=float(loss))
+            progress(loss=loss.item())
     return ema.shadow[0], ema.shadow[1]
 
 

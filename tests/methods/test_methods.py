@@ -29,6 +29,10 @@ def test_method_changes_the_unet(name, build, ctx, unet_state):
     assert all(v.isfinite().all() for v in after.values())
     assert all(not p.requires_grad for p in model.unet.parameters()), "the UNet must be handed back frozen"
     assert all(v.dtype == torch.float32 for v in after.values()), "trainable weights stay float32"
+    # the harness reuses one plugin instance for many cells: nothing heavy may stay behind
+    held = [k for obj in (method, getattr(method, "base", None)) if obj is not None
+            for k, v in vars(obj).items() if isinstance(v, (torch.nn.Module, torch.Tensor, list, dict)) and v]
+    assert held == []
 
 
 @pytest.mark.parametrize("name", BASES + WRAPPED)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from relearnbench.errors import UserError
-from relearnbench.metrics.fid import FID, InceptionFeatures, ToyFeatures, fid_from_features, statistics
+from relearnbench.metrics.fid import (FID, InceptionFeatures, ToyFeatures, fid_from_features, frechet_distance,
+                                     statistics)
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +25,20 @@ def test_fid_of_a_set_with_itself_is_zero_and_grows_with_noise(toy_judge, real):
     fids = [fid_from_features(f, features((real + s * torch.randn(real.shape, generator=g)).clamp(0, 1)))
             for s in (0.02, 0.1, 0.3)]
     assert 0 < fids[0] < fids[1] < fids[2], fids
+
+
+def test_same_distance_as_clean_fid():
+    """Our copy of clean-fid's Fréchet distance (theirs calls a SciPy argument SciPy 1.18 removed)."""
+    from cleanfid import fid as cleanfid
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 16)), rng.normal(0.3, 1.2, size=(200, 16))
+    try:
+        theirs = cleanfid.fid_from_feats(a, b)
+    except TypeError as e:
+        pytest.skip(f"clean-fid's frechet_distance does not run with this SciPy ({e})")
+    assert fid_from_features(a, b) == pytest.approx(theirs, rel=1e-9)
+    assert frechet_distance(*statistics(a), *statistics(a)) == pytest.approx(0, abs=1e-8)
 
 
 def test_fid_of_two_real_sets_is_small_next_to_another_world(toy_judge, real, world_images):

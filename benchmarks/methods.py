@@ -1,0 +1,111 @@
+"""Method figures, printed (never asserted): (a) wall seconds of each method's whole unlearning run
+with its preset, on the toy model; (b) seconds per step of plain ESD and per outer step of ESD+meta
+(orders 1 and 2), and their ratio (the issue's target: a meta outer step ≤ 3× an ESD step).
+
+    python benchmarks/methods.py                                   # toy, CPU: (a) and (b)
+    python benchmarks/methods.py --model sd14-random --device cuda --dtype bf16   # (b) at SD scale
+
+Per-step times are differences of two runs with different step counts, so setup (the teacher copy,
+encoding the training images once, SalUn's mask) cancels. On sd14-random the training images come
+from the toy concept's renderer resized to 512 px: the benchmark times the steps, not the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+TOY_METHODS = ("none", "esd", "salun", "uce", "esd+meta", "salun+meta", "uce+meta", "esd+retain")
+
+
+def build(name: str, scale: str, sets: dict):
+    from relearnbench.config import instantiate
+    from relearnbench.registry import METHODS
+
+    return instantiate(METHODS.get(name), scale, sets, METHODS.meta(name.partition("+")[0]).get("preset"), set())
+
+
+def timed_unlearn(name: str, base, scale: str, concept, sets: dict, device: str) -> float:
+    import torch
+
+    from relearnbench.api import Context
+    from relearnbench.models import copy_model
+    from relearnbench.runner import seed_everything
+
+    method = build(name, scale, sets)
+    model = copy_model(base)
+    ctx = Context(device=device, dtype=None, seed=0, base=lambda: copy_model(base))
+    seed_everything(0)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    method.unlearn(model, concept, ctx)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def per_step(name: str, base, scale: str, concept, device: str, namespace: str, extra: dict, k1: int, k2: int):
+    """Seconds per (outer) step: the time of a k2-step run minus a k1-step run, over k2 − k1."""
+    runs = {}
+    for k in (k1, k2):
+        sets = {ns: dict(v) for ns, v in extra.items()}
+        sets.setdefault(namespace, {})["steps"] = k
+        runs[k] = timed_unlearn(name, base, scale, concept, sets, device)
+    return (runs[k2] - runs[k1]) / (k2 - k1)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="toy")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32", help="frozen parts' dtype: fp32, bf16, fp16")
+    p.add_argument("--concept", default="triangle")
+    p.add_argument("--methods", default=",".join(TOY_METHODS), help="for the whole-run timings (toy only)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--steps", default="", help="k1,k2 for the per-step figures (default 5,15 toy; 2,5 sd14)")
+    args = p.parse_args()
+
+    import torch
+
+    from relearnbench.concepts import load_concept
+    from relearnbench.models import ModelConfig, load_model
+    from relearnbench.registry import MODELS
+    from relearnbench.spec import DTYPES
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    scale = MODELS.meta(args.model).get("preset", "sd14") if args.model in MODELS else "sd14"
+    dtype = getattr(torch, DTYPES[args.dtype])
+    t0 = time.perf_counter()
+    base = load_model(args.model, ModelConfig(), device=args.device, dtype=dtype)
+    concept = load_concept(args.concept)
+    print(f"model {args.model} ({scale} presets) on {args.device}, frozen parts {dtype}, "
+          f"{torch.get_num_threads()} threads; loaded in {time.perf_counter() - t0:.1f} s")
+    if args.device.startswith("cuda"):
+        print(f"device: {torch.cuda.get_device_name()}")
+
+    if scale == "toy":
+        print("\n(a) whole unlearning run with the toy preset (seconds)")
+        for name in args.methods.split(","):
+            print(f"  {name:<14} {timed_unlearn(name, base, scale, concept, {}, args.device):7.1f}", flush=True)
+
+    k1, k2 = map(int, args.steps.split(",")) if args.steps else ((5, 15) if scale == "toy" else (2, 5))
+    print(f"\n(b) seconds per step, {scale} presets (runs of {k1} and {k2} steps)")
+    esd = per_step("esd", base, scale, concept, args.device, "esd", {}, k1, k2)
+    print(f"  esd (x_t sampled as the preset)  {esd:8.3f}", flush=True)
+    rows = [("esd+meta, order 1", {"meta": {}}), ("esd+meta, order 2", {"meta": {"order": 2}})]
+    for label, extra in rows:
+        try:
+            meta = per_step("esd+meta", base, scale, concept, args.device, "meta", extra, k1, k2)
+        except torch.OutOfMemoryError as e:  # order 2 keeps every inner step's graph
+            print(f"  {label:<32} out of memory ({str(e).splitlines()[0][:80]})")
+            torch.cuda.empty_cache()
+            continue
+        print(f"  {label:<32} {meta:8.3f}   ratio to esd {meta / esd:5.2f}x", flush=True)
+        if args.device.startswith("cuda"):
+            print(f"    peak GPU memory so far {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+
+
+if __name__ == "__main__":
+    main()

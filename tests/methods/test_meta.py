@@ -1,0 +1,129 @@
+"""The meta-unlearning wrapper: order 2 differentiates through the inner steps (checked against
+finite differences), order 1 subtracts the gradients at the finetuned copy, the switches and the
++retain control do what they say, and the simulated finetune reuses one buffer."""
+
+import pytest
+import torch
+
+from relearnbench.diffusion import denoising_loss
+from relearnbench.errors import UserError
+from relearnbench.registry import METHODS
+from relearnbench.testing import tiny_concept, tiny_model
+
+ALL_TERMS = dict(forget_ft=1.0, related_ft=1.0, unrelated_ft=1.0, related=1.0, unrelated=1.0)
+
+
+def test_second_order_gradient_matches_finite_differences(build, ctx):
+    """dJ/dθ along a random direction, J(θ) = Σ L(θ; D_r) − Σ L(θ_FT(θ); D), θ_FT two SGD steps of
+    size τ = 1 (large, so that the inner steps' Jacobian matters): autograd through the inner steps
+    agrees with central differences; the first-order approximation does not."""
+    method = build("none+meta", meta=dict(order=2, inner_lr=1.0, inner_steps=2, **ALL_TERMS))
+    model = tiny_model()
+    method.data = method._data(model, tiny_concept(), ctx)
+    named = list(model.unet.named_parameters())
+    params = [p.requires_grad_(True) for _, p in named]
+
+    def J(second_order=True):
+        method.generator = torch.Generator().manual_seed(3)  # the same batches, noise and t every time
+        return method.objective(model, named, second_order=second_order)
+
+    v = [torch.randn(p.shape, generator=torch.Generator().manual_seed(i)) for i, p in enumerate(params)]
+    norm = torch.sqrt(sum((x * x).sum() for x in v))
+    v = [x / norm for x in v]
+    along = lambda grads: sum((g * x).sum() for g, x in zip(grads, v)).item()  # noqa: E731
+    exact = along(torch.autograd.grad(J(), params))
+    first_order = along(torch.autograd.grad(J(second_order=False), params))
+    eps = 3e-3
+    with torch.no_grad():
+        for p, x in zip(params, v):
+            p.add_(eps * x)
+    plus = J().item()
+    with torch.no_grad():
+        for p, x in zip(params, v):
+            p.sub_(2 * eps * x)
+    minus = J().item()
+    fd = (plus - minus) / (2 * eps)
+    assert abs(exact - fd) < 0.02 * abs(fd)
+    assert abs(first_order - fd) > 0.2 * abs(fd)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_first_order_subtracts_the_forget_gradient_at_the_copy(sign, build, ctx, monkeypatch):
+    """Only γ'_f on, no inner step (θ' = θ): the outer step ascends the held-out forget loss; the
+    opposite weight descends it."""
+    off = dict(related_ft=0.0, unrelated_ft=0.0, related=0.0, unrelated=0.0)
+    method = build("none+meta", meta=dict(forget_ft=sign, inner_steps=0, steps=3, lr=1e-3, **off))
+    monkeypatch.setattr(method, "release", lambda: None)  # keep the data to evaluate on
+    model = tiny_model()
+    method.unlearn(model, tiny_concept(), ctx)
+    x0, c = method.data["forget_test"].take(torch.arange(len(method.data["forget_test"])))
+
+    def loss(m):
+        with torch.no_grad():
+            return denoising_loss(m, x0, c, generator=torch.Generator().manual_seed(5)).item()
+
+    assert (loss(model) - loss(tiny_model())) * sign > 0
+
+
+def test_retain_control_is_meta_without_its_meta_terms(build, ctx):
+    weights = []
+    for name, meta in (("esd+retain", {}), ("esd+meta", dict(forget_term=False, retain_diff=False)), ("esd+meta", {})):
+        model = tiny_model()
+        build(name, meta=meta).unlearn(model, tiny_concept(), ctx)
+        weights.append(torch.cat([p.flatten() for p in model.unet.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+    assert not torch.equal(weights[0], weights[2])
+
+
+def test_retain_control_refuses_meta_terms(build):
+    with pytest.raises(UserError, match=r"esd\+retain"):
+        build("esd+retain", meta=dict(forget_term=True))
+
+
+@pytest.mark.parametrize("switch", ["forget_term", "retain_diff", "retain"])
+def test_each_switch_changes_the_update(switch, build, ctx):
+    weights = []
+    for on in (True, False):
+        model = tiny_model()
+        build("esd+meta", meta={switch: on}).unlearn(model, tiny_concept(), ctx)
+        weights.append(torch.cat([p.flatten() for p in model.unet.parameters()]))
+    assert not torch.equal(weights[0], weights[1])
+
+
+def test_simulated_finetune_reuses_one_buffer(build, ctx, monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    import relearnbench.methods.meta as meta
+
+    copies = []
+    deepcopy = meta.copy.deepcopy
+
+    def counting(obj, *a, **k):
+        if isinstance(obj, UNet2DConditionModel):
+            copies.append(obj)
+        return deepcopy(obj, *a, **k)
+
+    monkeypatch.setattr(meta.copy, "deepcopy", counting)
+    build("none+meta", meta=dict(steps=4, inner_steps=2)).unlearn(tiny_model(), tiny_concept(), ctx)
+    assert len(copies) == 1
+
+
+def test_closed_form_base_is_the_starting_point(build, ctx):
+    """uce+meta: the UCE edit, then the meta objective; a vanishing outer step leaves UCE's weights."""
+    edited, wrapped = tiny_model(), tiny_model()
+    build("uce").unlearn(edited, tiny_concept(), ctx)
+    build("uce+meta", meta=dict(steps=1, lr=1e-12, weight_decay=0.0)).unlearn(wrapped, tiny_concept(), ctx)
+    for a, b in zip(edited.unet.parameters(), wrapped.unet.parameters()):
+        assert torch.allclose(a, b, atol=1e-9)
+    key = next(k for k in edited.unet.state_dict() if k.endswith("attn2.to_v.weight"))
+    assert (wrapped.unet.state_dict()[key] - tiny_model().unet.state_dict()[key]).abs().max() > 1e-4
+
+
+def test_wrapping_errors_are_clear():
+    from relearnbench.methods.meta import wrap
+
+    with pytest.raises(UserError, match="nothing to wrap"):
+        METHODS.get("dummy+meta")
+    with pytest.raises(UserError, match="unknown wrapper"):
+        wrap(METHODS.get("esd"), "bogus", "esd")
+    assert METHODS.get("esd+meta") is METHODS.get("esd+meta")  # one class per (base, suffix)

@@ -1,0 +1,28 @@
+"""SalUn: the saliency mask keeps the steepest fraction of weights, and only those weights move."""
+
+import torch
+
+from relearnbench.methods.salun import top_fraction
+from relearnbench.testing import tiny_concept, tiny_model
+
+
+def test_top_fraction_keeps_the_largest_scores_across_tensors():
+    a, b = torch.tensor([0.1, 5.0, 3.0]), torch.tensor([[4.0, 0.2], [2.0, 1.0]])
+    ma, mb = top_fraction([a, b], 3 / 7)  # the three largest of all seven: 5, 4 and 3
+    assert ma.tolist() == [False, True, True] and mb.tolist() == [[True, False], [False, False]]
+
+
+def test_only_salient_weights_move(build, ctx, monkeypatch):
+    model = tiny_model()
+    method = build("salun", salun={"mask_fraction": 0.3, "steps": 3, "lr": 1e-3})
+    monkeypatch.setattr(method, "release", lambda: None)  # keep the masks to look at
+    before = [p.detach().clone() for p in model.unet.parameters()]
+    method.unlearn(model, tiny_concept(), ctx)
+    masks = method.masks
+    kept = sum(m.sum().item() for m in masks)
+    total = sum(m.numel() for m in masks)
+    assert abs(kept / total - 0.3) < 1e-3
+    moved = [(p.detach() != b) for p, b in zip(model.unet.parameters(), before)]
+    assert all(not (mv & ~m).any() for mv, m in zip(moved, masks)), "a weight outside the mask moved"
+    inside = sum((mv & m).sum().item() for mv, m in zip(moved, masks))
+    assert inside > 0.9 * kept, "most salient weights should move"
