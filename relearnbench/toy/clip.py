@@ -83,7 +83,7 @@ def train_clip(images: torch.Tensor, labels: dict[str, torch.Tensor], directory,
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     write_config(directory)
-    model = open_clip.create_model(f"local-dir:{directory}", load_weights=False)
+    model = open_clip.CLIP(**MODEL_CFG)  # what create_model("local-dir:...") builds, minus its no-weights warning
     tokenizer = open_clip.get_tokenizer(f"local-dir:{directory}")
     attrs = list(world.ATTRIBUTES)
     truth = torch.stack([labels[a] for a in attrs], 1)

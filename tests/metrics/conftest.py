@@ -11,8 +11,9 @@ import torch
 from relearnbench.api import Context
 from relearnbench.evaluate import Evaluation, SampleConfig
 
-ASSETS = pathlib.Path(os.environ.get("RELEARNBENCH_TEST_TOY_ASSETS", "")) if os.environ.get(
-    "RELEARNBENCH_TEST_TOY_ASSETS") else pathlib.Path(__file__).resolve().parents[2] / "relearnbench" / "toy" / "assets"
+# the shipped assets, or another build's (`relearnbench toy build --out DIR`) through this variable
+ASSETS = pathlib.Path(os.environ.get("RELEARNBENCH_TEST_TOY_ASSETS")
+                      or pathlib.Path(__file__).resolve().parents[2] / "relearnbench" / "toy" / "assets")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from relearnbench.errors import UserError
 from relearnbench.metrics.clip import CLIPScore, clip_scores, load_clip_model

@@ -3,11 +3,12 @@ import math
 import torch
 
 from relearnbench.diffusion import encode_images, encode_text_frozen
+from relearnbench.evaluate import Evaluation
 from relearnbench.metrics.gradients import Gradients, cosine, gradient
 
 
-def test_cosine_of_a_loss_with_itself_is_one(tiny_eval, world_images):
-    model = tiny_eval.model
+def test_cosine_of_a_loss_with_itself_is_one(tiny, world_images):
+    model = tiny
     params = [p for p in model.unet.parameters()]
     for p in params:
         p.requires_grad_(True)
@@ -27,7 +28,9 @@ def test_cosine_of_a_loss_with_itself_is_one(tiny_eval, world_images):
     assert cosine(a, other) < 0.999
 
 
-def test_gradients_metric_is_deterministic_and_leaves_the_model_frozen(tiny_eval):
+def test_gradients_metric_is_deterministic_and_leaves_the_model_frozen(tiny, concept, make_ctx):
+    """Needs no judge: gradients only read the model and the concept's data."""
+    tiny_eval = Evaluation(tiny, concept, make_ctx(None), "pre")
     metric = Gradients(Gradients.Config(timesteps=(200, 800), batches=1, batch_size=4))
     first = {s.metric: s.value for s in metric.compute(tiny_eval)}
     again = {s.metric: s.value for s in metric.compute(tiny_eval)}
