@@ -25,4 +25,4 @@ class Dummy(Attack):
             time.sleep(self.config.seconds)
             if (self.config.fail or ctx.seed in self.config.fail_seeds) and step > 0:
                 raise RuntimeError("dummy attack failed on purpose (dummy_attack.fail=true)")
-            evaluate(step)
+            evaluate(step, final=step == self.config.steps[-1])

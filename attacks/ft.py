@@ -78,7 +78,7 @@ def relearn(model: Model, params: list, parts: list[tuple[Data, int]], config, c
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     steps = curve_steps(config.curve)
     if steps[0] == 0:
-        evaluate(0)  # before any update: the executor reuses the pre-attack scores
+        evaluate(0, final=len(steps) == 1)  # before any update: the executor reuses the pre-attack scores
     model.unet.train()
     for step in ctx.track(range(1, steps[-1] + 1), f"{name} finetune", total=steps[-1]):
         x0, c = [], []
@@ -96,7 +96,7 @@ def relearn(model: Model, params: list, parts: list[tuple[Data, int]], config, c
         optimizer.step()
         if step in steps:
             model.unet.eval()
-            evaluate(step)
+            evaluate(step, final=step == steps[-1])  # intermediate points score the curve metrics only
             model.unet.train()
     model.unet.eval()
 

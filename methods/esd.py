@@ -71,7 +71,7 @@ class ESD(LossMethod):
             return add_noise(model, x0, torch.randn(x0.shape, generator=g).to(x0.device), t), t
         stop = int(torch.randint(cfg_.ddim_steps, (1,), generator=g))
         x_t, _ = ddim_to_step(model, c, self.uncond, stop, cfg_.ddim_steps, cfg_.start_guidance, generator=g)
-        # as the reference code, t is uniform over the DDPM steps that DDIM step covers
+        # t is uniform over the DDPM steps that DDIM step covers (the meta-unlearning authors' ESD step)
         T = model.scheduler.config.num_train_timesteps
         width = T // cfg_.ddim_steps
         t = (T - width * (stop + 1)) + torch.randint(width, (c.shape[0],), generator=g)

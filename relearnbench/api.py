@@ -3,8 +3,10 @@
 * ``Method.unlearn(model, concept, ctx)`` edits ``model`` in place (the harness gives it a copy of
   the base model and saves the UNet afterwards as the cached unlearned artifact).
 * ``Attack.run(model, concept, ctx, evaluate)`` attacks a fresh copy of the unlearned model and
-  calls ``evaluate(step)`` at each point of its relearning curve (``evaluate(None)`` for a single
-  final evaluation); prompt attacks pass ``forget_prompts=`` to evaluate their adversarial prompts.
+  calls ``evaluate(step, final=...)`` at each point of its relearning curve (``evaluate(None)`` for
+  a single final evaluation; ``final=False`` at intermediate points, which then score only the
+  curve metrics, ASR by default); prompt attacks pass ``forget_prompts=`` to evaluate their
+  adversarial prompts.
 * ``Metric.compute(ev)`` scores one evaluation stage; images are sampled once per stage by ``ev``
   and shared by every metric.
 * ``Judge.flags(images, concept)`` says which images show the concept.

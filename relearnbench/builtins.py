@@ -36,13 +36,13 @@ def register_all():
                      description="deterministic fake score for harness tests (no torch)")
     METRICS.register("asr", f"{X}.asr:ASR", higher_is_better=False,
                      description="attack success rate: share of forget-prompt images the judge flags")
-    METRICS.register("fid", f"{X}.fid:FID", higher_is_better=False,
+    METRICS.register("fid", curve=False, target=f"{X}.fid:FID", higher_is_better=False,
                      description="clean-fid of benign-prompt images against a reference set")
-    METRICS.register("clip", f"{X}.clip:CLIPScore", higher_is_better=True,
+    METRICS.register("clip", curve=False, target=f"{X}.clip:CLIPScore", higher_is_better=True,
                      description="CLIP score (100 x cosine) of benign prompts and their images")
-    METRICS.register("related", f"{X}.related:Related", higher_is_better=True,
+    METRICS.register("related", curve=False, target=f"{X}.related:Related", higher_is_better=True,
                      description="how well related / unrelated benign prompts still render (self-destruct)")
-    METRICS.register("gradients", f"{X}.gradients:Gradients", higher_is_better=None,
+    METRICS.register("gradients", curve=False, target=f"{X}.gradients:Gradients", higher_is_better=None,
                      description="forget-loss gradient norm and forget/retain gradient cosine")
 
     # -- judges --------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, StableDiffusionPipeline
+from diffusers.utils import logging as diffusers_logging
 
 from relearnbench.api import Model, Prompt
 
@@ -117,8 +118,18 @@ def cfg(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
+def _ddim(model: Model) -> DDIMScheduler:
+    """A DDIM sampler from the model's noise schedule (quietly: diffusers logs the whole config each time)."""
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        return DDIMScheduler.from_config(model.scheduler.config)
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
 def ddim_scheduler(model: Model, steps: int) -> DDIMScheduler:
-    s = DDIMScheduler.from_config(model.scheduler.config)
+    s = _ddim(model)
     s.set_timesteps(steps, device=model.unet.device)
     return s
 
@@ -144,7 +155,7 @@ def ddim_to_step(model: Model, c: torch.Tensor, uncond: torch.Tensor, stop: int,
 
 # -- sampling images --------------------------------------------------------------------------
 def pipeline(model: Model, steps: int) -> StableDiffusionPipeline:
-    sched = DDIMScheduler.from_config(model.scheduler.config)
+    sched = _ddim(model)
     pipe = StableDiffusionPipeline(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
                                    unet=model.unet, scheduler=sched, safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)

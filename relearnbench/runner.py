@@ -40,6 +40,7 @@ class Plan:
     plugins: dict[tuple, Any]  # (kind, name, scale) -> plugin instance
     judges: dict[tuple, Any]  # (concept, scale) -> judge instance
     needs_model: bool = True
+    curve_metrics: set = field(default_factory=set)  # metrics scored at intermediate curve points
 
     def method(self, name, model):
         return self.plugins[("methods", name, self.scales[model])]
@@ -91,7 +92,8 @@ def plan(spec: Spec) -> Plan:
     if unknown:
         raise UserError(f"--set {unknown[0]}.*: no plugin in this run reads namespace {unknown[0]!r}; "
                         f"{near_misses(unknown[0], sorted(used))}")
-    return Plan(spec, scales, model_config, concepts, sample, plugins, judges, needs_model)
+    curve = {m for m in spec.metrics if METRICS.meta(m).get("curve", True)}
+    return Plan(spec, scales, model_config, concepts, sample, plugins, judges, needs_model, curve)
 
 
 _PLANS: dict[str, Plan] = {}
@@ -210,15 +212,16 @@ def context(p: Plan, model_name: str, concept: str, seed: int, store: Store, pro
 
 
 def evaluate_stage(p: Plan, model, concept_name: str, ctx: Context, stage: str, cell: dict,
-                   forget_prompts=None) -> list[Record]:
+                   forget_prompts=None, only: set | None = None) -> list[Record]:
     from relearnbench.evaluate import Evaluation
 
     ev = Evaluation(model, p.concepts[concept_name], ctx, stage, forget_prompts)
     ev.cell = cell
     t0 = time.perf_counter()
     scores: list[Score] = []
-    for metric in p.metrics(cell["model"]):
-        scores += metric.compute(ev)
+    for name, metric in zip(p.spec.metrics, p.metrics(cell["model"])):
+        if only is None or name in only:
+            scores += metric.compute(ev)
     seconds = time.perf_counter() - t0
     sheet = _save_contact_sheet(ev, ctx, cell, stage)
     if sheet:
@@ -339,13 +342,18 @@ def attack_job(spec: Spec, run_dir: str, cell: tuple, ukey: str, pre: list[Recor
     t_attack = [0.0]
     curve: list[list[Record]] = []
 
-    def evaluate(step=None, forget_prompts=None):
+    def evaluate(step=None, forget_prompts=None, final=True):
+        """Score the model as it is now. Intermediate curve points (``final=False``) score only the
+        metrics registered with ``curve=True`` (ASR): FID and CLIP need many images, the curve is about ASR."""
         stage = "post" if step is None else f"post@{step}"
         t_attack[0] += time.perf_counter() - t_mark[0]  # training time only, evaluation excluded
         if step == 0 and forget_prompts is None:
             recs = [dataclasses.replace(r, stage=stage, eval_seconds=0.0) for r in pre]
         else:
-            recs = evaluate_stage(p, m, concept, ctx, stage, cell_dict, forget_prompts)
+            only = None if final else p.curve_metrics
+            recs = evaluate_stage(p, m, concept, ctx, stage, cell_dict, forget_prompts, only)
+        if not final:
+            recs = [r for r in recs if r.metric.split(".")[0] in p.curve_metrics]
         for r in recs:
             r.seconds = t_attack[0]
         curve.append(recs)
