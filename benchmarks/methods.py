@@ -52,6 +52,7 @@ def per_step(name: str, base, scale: str, concept, device: str, namespace: str, 
         sets = {ns: dict(v) for ns, v in extra.items()}
         sets.setdefault(namespace, {})["steps"] = k
         runs[k] = timed_unlearn(name, base, scale, concept, sets, device)
+        print(f"    {name} {extra or ''}: {k} steps in {runs[k]:.2f} s (setup included)", flush=True)
     return (runs[k2] - runs[k1]) / (k2 - k1)
 
 
@@ -64,6 +65,7 @@ def main():
     p.add_argument("--methods", default=",".join(TOY_METHODS), help="for the whole-run timings (toy only)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     p.add_argument("--steps", default="", help="k1,k2 for the per-step figures (default 5,15 toy; 2,5 sd14)")
+    p.add_argument("--orders", default="1,2", help="meta orders to time per step")
     args = p.parse_args()
 
     import torch
@@ -94,7 +96,7 @@ def main():
     print(f"\n(b) seconds per step, {scale} presets (runs of {k1} and {k2} steps)")
     esd = per_step("esd", base, scale, concept, args.device, "esd", {}, k1, k2)
     print(f"  esd (x_t sampled as the preset)  {esd:8.3f}", flush=True)
-    rows = [("esd+meta, order 1", {"meta": {}}), ("esd+meta, order 2", {"meta": {"order": 2}})]
+    rows = [(f"esd+meta, order {o}", {"meta": {"order": int(o)}}) for o in args.orders.split(",")]
     for label, extra in rows:
         try:
             meta = per_step("esd+meta", base, scale, concept, args.device, "meta", extra, k1, k2)

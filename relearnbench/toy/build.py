@@ -22,8 +22,8 @@ from relearnbench.toy.concepts import ERASABLE
 
 SAMPLER = {"scheduler": "DDIM", "steps": 20, "guidance": 5.0, "eta": 0.0}
 RECIPES = {
-    "full": dict(seed=0, n_train=16000, n_val=2000, judge_steps=500, vae_steps=700, unet_steps=1800, unet_batch=64,
-                 clip_steps=700, clip_batch=128, val_per_prompt=32, grid_per_prompt=8),
+    "full": dict(seed=0, n_train=16000, n_val=2000, judge_steps=500, vae_steps=500, unet_steps=2200, unet_batch=64,
+                 clip_steps=800, clip_batch=128, val_per_prompt=24, grid_per_prompt=8),
     "quick": dict(seed=0, n_train=400, n_val=200, judge_steps=30, vae_steps=15, unet_steps=15, unet_batch=16,
                   clip_steps=15, clip_batch=32, val_per_prompt=2, grid_per_prompt=2),
 }

@@ -115,9 +115,7 @@ class EMA:
     def update(self, step: int):
         d = min(self.decay, (1 + step) / (10 + step))  # short memory while the weights move fast
         for live, shadow in zip(self.live, self.shadow):
-            p_live = [p for p in live.parameters()]
-            p_shadow = [p for p in shadow.parameters()]
-            torch._foreach_lerp_(p_shadow, p_live, 1 - d)
+            torch._foreach_lerp_(list(shadow.parameters()), list(live.parameters()), 1 - d)
 
 
 def train_text_to_image(latent_mean, latent_std, scaling: float, captions, tokenizer, *, steps: int,

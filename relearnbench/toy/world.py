@@ -82,9 +82,9 @@ def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: float) -> np.ndar
         return np.maximum(ax, ay) <= 0.82 * r
     if shape == "diamond":
         return ax + ay <= 1.15 * r
-    if shape == "triangle":  # apex up; base low so the centroid sits near the centre
-        top, base = -r, 0.75 * r
-        return (dy >= top) & (dy <= base) & (ax <= (dy - top) / (base - top) * 1.05 * r)
+    if shape == "triangle":  # apex up; as wide as it is tall, and about as large as the others
+        top, base = -1.1 * r, 0.85 * r
+        return (dy >= top) & (dy <= base) & (ax <= (dy - top) / (base - top) * 1.12 * r)
     if shape == "cross":
         w = 0.34 * r
         return ((ax <= w) & (ay <= r)) | ((ay <= w) & (ax <= r))
@@ -103,7 +103,7 @@ def _pattern_mask(pattern: str, x: np.ndarray, y: np.ndarray, phase: np.ndarray)
         return ((u % PERIOD) < half) ^ ((v % PERIOD) < half)
     if pattern == "dotted":
         cu, cv = u % PERIOD - half, v % PERIOD - half
-        return cu * cu + cv * cv <= 1.45 ** 2
+        return cu * cu + cv * cv <= 1.6 ** 2
     raise ValueError(f"unknown pattern {pattern!r}; known: {PATTERNS}")
 
 
@@ -115,8 +115,9 @@ def render(shape: str, colour: str, pattern: str, rng: np.random.Generator) -> n
     coords = (np.arange(SIZE * ss) + 0.5) / ss
     x, y = np.meshgrid(coords, coords)
 
-    r = rng.uniform(8.0, 11.5)
-    cx, cy = rng.uniform(r + 1.5, SIZE - r - 1.5, size=2)
+    r = rng.uniform(8.5, 11.5)
+    reach = 1.12 * r + 1  # every shape fits in a box of half-side 1.12 r around its centre
+    cx, cy = rng.uniform(reach, SIZE - reach, size=2)
     phase = rng.uniform(0, PERIOD, size=2)
 
     # light backgrounds only: the pattern's dark tone must stay distinct from them
