@@ -33,11 +33,13 @@ class Recorder:
 
     def __init__(self, model=None, probe=None):
         self.calls = []  # (step, forget_prompts)
+        self.finals = []  # the final= flag of each call
         self.model, self.probe = model, probe
         self.probes = []  # probe(model) at each call
 
-    def __call__(self, step=None, forget_prompts=None):
+    def __call__(self, step=None, forget_prompts=None, final=True):
         self.calls.append((step, None if forget_prompts is None else list(forget_prompts)))
+        self.finals.append(final)
         if self.probe is not None:
             self.probes.append(self.probe(self.model))
 

@@ -21,6 +21,7 @@ def test_attack_runs_and_follows_the_evaluate_protocol(name, concept, build, mak
     attack.run(model, concept, make_ctx(), rec)
 
     assert rec.calls, f"{name} never called evaluate()"
+    assert rec.finals[-1] and not any(rec.finals[:-1])  # only the last point scores every metric
     curve = getattr(attack.config, "curve", None)
     if curve is not None:  # a finetuning attack: one record per configured step, step 0 first
         assert [s for s, _ in rec.calls] == sorted(set(curve))
