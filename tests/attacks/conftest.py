@@ -21,10 +21,10 @@ class BrightnessJudge(Judge):
     def __init__(self, threshold: float):
         super().__init__()
         self.threshold = threshold
-        self.calls = 0  # how many times the attack asked
+        self.images = 0  # how many images the attack had judged
 
     def flags(self, images, concept):
-        self.calls += 1
+        self.images += len(images)
         return images.float().mean((1, 2, 3)) > self.threshold
 
 

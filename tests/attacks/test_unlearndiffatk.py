@@ -24,7 +24,7 @@ def test_a_prompt_broken_before_the_attack_is_kept_as_it_is(concept, build, make
     build("unlearndiffatk").run(model, concept, make_ctx(flag_all), rec)
     (_, prompts), = rec.calls
     assert [p.text for p in prompts] == concept.forget_texts
-    assert flag_all.calls == len(concept.forget)  # one check per prompt, no optimisation
+    assert flag_all.images == len(concept.forget)  # one image judged per prompt, no optimisation
 
 
 def test_an_unbroken_prompt_gets_k_prefix_tokens_after_the_whole_sweep(concept, build, make_ctx, recorder, judge):
@@ -34,7 +34,7 @@ def test_an_unbroken_prompt_gets_k_prefix_tokens_after_the_whole_sweep(concept, 
     ctx = make_ctx(flag_none)
     attack.run(model, concept, ctx, rec)
     (_, prompts), = rec.calls
-    assert flag_none.calls == len(concept.forget) * (1 + 3)  # the original, then one check per swept timestep
+    assert flag_none.images == len(concept.forget) * (1 + 3)  # the original, then one check per swept timestep
     for new, old in zip(prompts, concept.forget):
         assert new.text.endswith(old.text) and new.text != old.text
         n_new = len(model.tokenizer(new.text).input_ids)
@@ -54,3 +54,20 @@ def test_k_is_five_for_nudity_and_three_otherwise(concept, build):
     assert attack.k(concept) == 3
     assert attack.k(dataclasses.replace(concept, name="nudity")) == 5
     assert build("unlearndiffatk", k=4, k_per_concept=[]).k(dataclasses.replace(concept, name="nudity")) == 4
+
+
+def test_only_the_unbroken_prompt_is_attacked(concept, build, make_ctx, recorder, judge):
+    """A threshold between the two prompts' first evaluation images flags exactly one of them."""
+    from relearnbench.api import Prompt
+    from relearnbench.diffusion import sample
+
+    model, ctx = tiny_model(), make_ctx()
+    cfg = ctx.sample_config
+    pinned = [Prompt("a triangle", 7, 3.0), Prompt("a red triangle", ctx.seed * 100_003 + 1, None)]
+    brightness = sample(model, pinned, 1, steps=cfg.steps, guidance=cfg.guidance, seed=0).mean((1, 2, 3))
+    flagged = int(brightness.argmax())
+    rec = recorder()
+    build("unlearndiffatk", batch_size=2).run(model, concept, make_ctx(judge(float(brightness.mean()))), rec)
+    (_, prompts), = rec.calls
+    assert prompts[flagged].text == concept.forget[flagged].text
+    assert prompts[1 - flagged].text != concept.forget[1 - flagged].text
