@@ -41,7 +41,7 @@ def project_simplex(u: torch.Tensor) -> torch.Tensor:
     active = torch.ones_like(u, dtype=torch.bool)
     while True:
         theta = ((u * active).sum(-1, keepdim=True) - 1) / active.sum(-1, keepdim=True)
-        shrunk = u > theta  # the active set only shrinks, and θ only grows, until nothing changes
+        shrunk = active & (u > theta)  # only ever shrinks (θ only grows), so this ends
         if torch.equal(shrunk, active):
             return (u - theta).clamp_min(0)
         active = shrunk

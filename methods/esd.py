@@ -40,6 +40,7 @@ class ESD(LossMethod):
         ddim_steps: int = 50  # DDIM schedule length that x_t is sampled on (xt=sample)
         start_guidance: float = 3.0  # classifier-free guidance when sampling x_t (xt=sample)
         images: int = 32  # forget images encoded once (xt=noise)
+        prompts: Literal["all", "first"] = "all"  # erase every forget prompt, or the first (the concept's name)
         max_grad_norm: float = 0.0  # gradient clipping (0 = none, as the reference code)
 
     config_name = "esd"
@@ -53,7 +54,10 @@ class ESD(LossMethod):
         if model.dtype is not None and model.dtype != self.teacher.dtype:
             self.teacher.to(dtype=model.dtype)
         self.uncond = encode_text_frozen(model, [""]).to(model.unet.device)
-        self.c = encode_text_frozen(model, concept.forget_texts).to(model.unet.device)
+        # ESD erases one concept text; a full prompt ("a purple dotted triangle") would also push away
+        # from what its other words add (purple, dotted), which benign prompts share
+        texts = concept.forget_texts if cfg_.prompts == "all" else concept.forget_texts[:1]
+        self.c = encode_text_frozen(model, texts).to(model.unet.device)
         if cfg_.xt == "noise":
             self.forget = encode_set(model, concept, ctx, concept.forget_texts, cfg_.images, seed=ctx.seed)
         return trainable(model.unet, cfg_.train)

@@ -36,6 +36,7 @@ class UCE(Method):
         tokens: Literal["tail", "last"] = "tail"  # which tokens of a prompt are edited (see the docstring)
         guide: Literal["anchor", "unrelated"] = "anchor"  # v*: the concept's anchor, or its unrelated prompts in turn
         preserve: Literal["benign", "related", "unrelated", "none"] = "benign"  # which benign prompts to preserve
+        preserve_uncond: bool = False  # also preserve "", whose outputs guidance uses for every image (ours)
         edit_keys: bool = True  # edit to_k as well as to_v
 
     config_name = "uce"
@@ -47,7 +48,7 @@ class UCE(Method):
         guides = [concept.anchor] * len(forget) if c.guide == "anchor" else \
             [concept.unrelated[i % len(concept.unrelated)] for i in range(len(forget))]
         preserve = {"benign": concept.benign, "related": concept.related, "unrelated": concept.unrelated,
-                    "none": ()}[c.preserve]
+                    "none": ()}[c.preserve] + (("",) if c.preserve_uncond else ())
         erase_in, guide_in = [], []  # aligned token embeddings: c_i and the guide's c_i*
         for f, g in zip(forget, guides):
             ci, gi = self.erase_tokens(model, f, g)
