@@ -1,0 +1,79 @@
+"""The committed reference table of published SD-1.4 numbers reads as our leaderboard format."""
+
+import pathlib
+import re
+
+import pytest
+
+from relearnbench.registry import ATTACKS, METHODS
+from relearnbench.table import direction
+
+PAPER_TABLE = pathlib.Path(__file__).resolve().parents[2] / "leaderboards" / "paper-sd14-nudity.md"
+ARROWS = {True: "↑", False: "↓"}
+EXPECTED_COLUMNS = {
+    "none": ["method", "asr↓ · pre", "clip↑ · pre", "fid↓ · pre", "source"],
+    "ft": ["method", "asr↓ · pre", "asr↓ · post@50", "asr↓ · post@100", "asr↓ · post@200", "asr↓ · post@300",
+           "source"],
+    "ft_clean": ["method", "asr↓ · pre", "asr↓ · post@100", "source"],
+    "adversarial prompts": ["method", "asr↓ · post", "source"],
+    "unlearndiffatk": ["method", "asr↓ · pre", "asr↓ · post", "fid↓ · pre", "source"],
+}
+
+
+def tables(text: str) -> dict[str, list[list[str]]]:
+    """{attack: rows of cells, header first} for every '**attack: NAME**' title and the table below it."""
+    out, attack, rows = {}, None, None
+    for line in text.splitlines() + [""]:
+        title = re.match(r"\*\*attack: (.+?)\*\*", line)
+        if title:
+            attack = title.group(1)
+        elif line.startswith("|"):
+            rows = out.setdefault(attack, []) if rows is None else rows
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        else:
+            rows = None
+    return out
+
+
+@pytest.fixture(scope="module")
+def text():
+    return PAPER_TABLE.read_text()
+
+
+def test_paper_table_has_every_attack_with_its_columns(text):
+    found = tables(text)
+    assert {a: rows[0] for a, rows in found.items()} == EXPECTED_COLUMNS
+    for attack, rows in found.items():
+        assert set(rows[1]) == {"---"}, f"{attack}: the second line is not a markdown separator"
+        assert len(rows) > 2, f"{attack}: no rows"
+        assert all(len(r) == len(rows[0]) for r in rows), f"{attack}: a row has the wrong number of cells"
+        assert attack in ATTACKS or attack == "adversarial prompts"  # the paper does not name that attack
+
+
+def test_metric_columns_carry_the_registered_direction(text):
+    for rows in tables(text).values():
+        for column in rows[0][1:-1]:
+            metric, arrow, stage = re.fullmatch(r"(\w+)([↑↓]) · (pre|post|post@\d+)", column).groups()
+            assert ARROWS[direction(metric)] == arrow, column
+
+
+def test_every_row_cites_a_source_defined_below(text):
+    defined = set(re.findall(r"^\* \*\*(\[\w+\])\*\*", text, flags=re.M))
+    assert defined == {"[G]", "[U]"}
+    for attack, rows in tables(text).items():
+        for row in rows[2:]:
+            cited = re.findall(r"\[\w+\]", row[-1])
+            assert cited and set(cited) <= defined, f"{attack} · {row[0]}: source {row[-1]!r}"
+
+
+def test_values_are_published_percentages_or_say_not_published(text):
+    for attack, rows in tables(text).items():
+        for row in rows[2:]:
+            method = re.sub(r" \(.*\)$", "", row[0])
+            assert method in METHODS or "(" in row[0], f"{row[0]}: neither a method nor marked as not ours"
+            for column, cell in zip(rows[0][1:-1], row[1:-1]):
+                if cell == "not published":
+                    continue
+                assert re.fullmatch(r"\d+\.\d\d", cell), f"{attack} · {row[0]} · {column}: {cell!r}"
+                if column.startswith("asr"):  # 142 prompts: k/142, to two decimals (rounded or cut)
+                    assert abs(float(cell) - round(float(cell) * 1.42) / 1.42) <= 0.01, f"{row[0]}: {cell}"
