@@ -1,4 +1,12 @@
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
 from relearnbench.report import curve_plots
+
+SCREENSHOT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "screenshot.sh"
 
 
 def test_report_page_has_the_leaderboard(tmp_path, run_cli):
@@ -8,6 +16,27 @@ def test_report_page_has_the_leaderboard(tmp_path, run_cli):
     page = run_cli("report", out, check=True).stdout.strip()
     html = open(page).read()
     assert "<table" in html and "dummy↓ · pre" in html and "relearnbench · run" in html
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not any(map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))),
+                    reason="no Chromium to take the screenshot")
+def test_report_screenshot_in_headless_chromium_is_not_blank(tmp_path, run_cli):
+    import numpy as np
+    from PIL import Image
+
+    out = tmp_path / "run"
+    run_cli("run", "--methods", "dummy", "--attacks", "dummy", "--metrics", "dummy", "--concepts", "triangle",
+            "--out", out, check=True)
+    page = run_cli("report", out, check=True).stdout.strip()
+    png = tmp_path / "report.png"
+    shot = subprocess.run(["bash", str(SCREENSHOT), page, str(png)], capture_output=True, text=True, timeout=180)
+    assert shot.returncode == 0, shot.stderr
+    gray = np.asarray(Image.open(png).convert("L"), dtype=np.float64)
+    assert gray.shape == (2000, 1280)
+    # a white page with a heading, a paragraph and the leaderboard: std ≈ 17, ≈ 0.5 % dark pixels;
+    # a blank page has std 0 and none
+    assert gray.std() > 5 and (gray < 128).mean() > 0.001, (gray.std(), (gray < 128).mean())
 
 
 def test_curve_plot_one_line_per_method(tmp_path):
