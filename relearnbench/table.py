@@ -132,6 +132,7 @@ def leaderboard(df, stages=("pre", "post"), attack: str | None = None):
              zip(agg["attack"], agg["metric"], agg["stage"])], agg["column"]))))
     wide = agg.pivot_table(index=index, columns="column", values="text", aggfunc="first")
     wide = wide.reindex(columns=order_cols)
+    wide.columns.name = None  # the pivot's "column" label would print as a stray header cell
     wide = wide.reset_index()
     wide["_m"] = wide["method"].map(order_methods.index)
     wide = wide.sort_values([*index[:-1], "_m"]).drop(columns="_m")

@@ -22,10 +22,10 @@ from relearnbench.toy.concepts import ERASABLE
 
 SAMPLER = {"scheduler": "DDIM", "steps": 20, "guidance": 5.0, "eta": 0.0}
 RECIPES = {
-    "full": dict(seed=0, n_train=16000, n_val=2000, judge_steps=500, vae_steps=500, unet_steps=2200, unet_batch=64,
-                 clip_steps=800, clip_batch=128, val_per_prompt=24, grid_per_prompt=8),
+    "full": dict(seed=0, n_train=16000, n_val=2000, judge_steps=500, vae_steps=500, unet_steps=2000, unet_batch=64,
+                 unet_lr=2e-3, clip_steps=800, clip_batch=128, val_per_prompt=16, grid_per_prompt=8),
     "quick": dict(seed=0, n_train=400, n_val=200, judge_steps=30, vae_steps=15, unet_steps=15, unet_batch=16,
-                  clip_steps=15, clip_batch=32, val_per_prompt=2, grid_per_prompt=2),
+                  unet_lr=2e-3, clip_steps=15, clip_batch=32, val_per_prompt=2, grid_per_prompt=2),
 }
 SOURCES = ("world.py", "tokenizer.py", "judge.py", "clip.py", "tiny_sd.py", "build.py", "concepts.py")
 
@@ -134,7 +134,7 @@ def build(out_dir, *, quick: bool = False, progress: bool = True) -> dict:
             captions = _caption_sampler(labels, np.random.default_rng(seed))
             unet, text_encoder = tiny_sd.train_text_to_image(
                 mean, std, scaling, captions, tokenizer, steps=recipe["unet_steps"],
-                batch_size=recipe["unet_batch"], seed=seed, progress=tick)
+                batch_size=recipe["unet_batch"], lr=recipe["unet_lr"], seed=seed, progress=tick)
             _save_model(out / "model", vae, unet, text_encoder, tokenizer)
 
         with st.stage("clip", recipe["clip_steps"]) as tick:
@@ -146,13 +146,11 @@ def build(out_dir, *, quick: bool = False, progress: bool = True) -> dict:
 
         prompts = _validation_prompts()
         n = recipe["val_per_prompt"]
-        with st.stage("validate samples", len(prompts)) as tick:
+        with st.stage("validate samples", n * len(prompts)) as tick:
             pipe = tiny_sd.pipeline(vae, unet, text_encoder, tokenizer)
-            samples = {}
-            for p in prompts:
-                samples[p] = tiny_sd.generate(pipe, [p], n, steps=SAMPLER["steps"], guidance=SAMPLER["guidance"],
-                                              seed=seed + prompts.index(p))
-                tick()
+            images = tiny_sd.generate(pipe, prompts, n, steps=SAMPLER["steps"], guidance=SAMPLER["guidance"],
+                                      seed=seed, progress=tick)
+            samples = dict(zip(prompts, images.split(n)))
             figures.update(_sample_figures(net, samples))
             _save_grid(out / "samples.png", samples, recipe["grid_per_prompt"])
 
@@ -180,10 +178,18 @@ def _save_model(folder: pathlib.Path, vae, unet, text_encoder, tokenizer) -> Non
     from relearnbench.toy.tiny_sd import make_scheduler
     from relearnbench.toy.tokenizer import write_sd_tokenizer
 
+    from transformers.utils import logging as hf_logging
+
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=make_scheduler(), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
-    pipe.save_pretrained(folder, safe_serialization=True)
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # its "Writing model shards" bar would break the stage bars
+    try:
+        pipe.save_pretrained(folder, safe_serialization=True)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
     # transformers adds a 3.6 MB tokenizer.json; the vocab.json + merges.txt pair loads the same
     # ids in a tenth of a second and keeps the assets under 30 MB
     shutil.rmtree(folder / "tokenizer")

@@ -1,10 +1,15 @@
 """A tiny text-to-image model of the Stable Diffusion 1.x architecture, trained from scratch.
 
 Same diffusers / transformers classes as SD-1.x, shrunk: an AutoencoderKL taking 32×32 RGB to
-4×16×16 latents, a ~1 M-parameter UNet2DConditionModel with cross-attention in every block, and a
-2-layer CLIPTextModel over SD's full 49,408-token vocabulary (so SD's tokenizer, prompts and
-adversarial-prompt attacks work unchanged). The VAE is trained first; then UNet and text encoder
-are trained jointly on its latents with ε-prediction, as SD was.
+4×16×16 latents, a 1 M-parameter UNet2DConditionModel, and a 2-layer CLIPTextModel over SD's full
+49,408-token vocabulary (so SD's tokenizer, prompts and adversarial-prompt attacks work unchanged).
+The VAE is trained first; then UNet and text encoder are trained jointly on its latents with
+ε-prediction, as SD was.
+
+The UNet attends (self- and cross-attention) at 8×8 and in its mid block but not at 16×16:
+there, self-attention cost 40 % of a CPU training step, and in a GPU sweep of recipes the model
+without it learned prompts much faster (benign prompts rendered right after 2300 steps: 96 %
+against 59 % with attention at both levels).
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ VAE = dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=32, lay
            block_out_channels=(16, 32), norm_num_groups=8, mid_block_add_attention=False,
            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
 UNET = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
             cross_attention_dim=64, attention_head_dim=4, norm_num_groups=8)
 TEXT = dict(vocab_size=49408, hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
             max_position_embeddings=77, projection_dim=64, bos_token_id=49406, eos_token_id=49407,
@@ -119,7 +124,7 @@ class EMA:
 
 
 def train_text_to_image(latent_mean, latent_std, scaling: float, captions, tokenizer, *, steps: int,
-                        batch_size: int = 64, lr: float = 1e-3, uncond_p: float = 0.1, snr_gamma: float = 5.0,
+                        batch_size: int = 64, lr: float = 2e-3, uncond_p: float = 0.1, snr_gamma: float = 5.0,
                         ema_decay: float = 0.998, seed: int = 0, progress=None):
     """Train UNet and text encoder jointly on scaled latents sampled from the VAE posterior.
 
@@ -186,7 +191,7 @@ def pipeline(vae, unet, text_encoder, tokenizer, scheduler=None):
 
 @torch.no_grad()
 def generate(pipe, prompts: list[str], n_per_prompt: int, *, steps: int, guidance: float, seed: int,
-             batch_size: int = 64) -> torch.Tensor:
+             batch_size: int = 64, progress=None) -> torch.Tensor:
     """Images [len(prompts) * n, 3, 32, 32] in [0, 1], prompt-major, seeded per batch."""
     texts = [p for p in prompts for _ in range(n_per_prompt)]
     out = []
@@ -194,4 +199,6 @@ def generate(pipe, prompts: list[str], n_per_prompt: int, *, steps: int, guidanc
         g = torch.Generator().manual_seed(seed * 100003 + k)
         out.append(pipe(texts[k:k + batch_size], num_inference_steps=steps, guidance_scale=guidance,
                         generator=g, output_type="pt").images.float())
+        if progress is not None:
+            progress(len(out[-1]))
     return torch.cat(out)

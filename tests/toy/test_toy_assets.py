@@ -38,9 +38,6 @@ def test_manifest_meets_the_validation_targets(manifest):
     assert min(v["clip_zero_shot_accuracy"][a] for a in ("shape", "pattern")) >= 0.90
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped build measured benign_correct 0.798 < the 0.85 target of issue 3 "
-                                       "(weak prompts: 'a yellow dotted triangle', 'a green checkered cross'); "
-                                       "a longer UNet training is needed")
 def test_manifest_meets_the_benign_target(manifest):
     assert manifest["validation"]["benign_correct"] >= 0.85
 
