@@ -4,7 +4,7 @@
 # throughput at 512 px. Expects relearnbench installed (a wheel in .whl/ on the device machine).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+
 python3 -c "import torch, diffusers, transformers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"
 python3 benchmarks/sampling.py --model sd14-random --device cuda --dtype bf16 --steps 50 --batch 8 --images 32
-python3 benchmarks/methods.py --model sd14-random --device cuda --dtype bf16 --steps 2,5
+python3 benchmarks/methods.py --model sd14-random --device cuda --dtype bf16 --steps 2,5 --orders 1
