@@ -71,12 +71,13 @@ def write_report(run_dir: str, out: str | None = None) -> pathlib.Path:
     df, _ = T.load([str(run)])
     dest = pathlib.Path(out) if out else run / "report"
     dest.mkdir(parents=True, exist_ok=True)
-    board = T.render(T.leaderboard(df), "html")
+    board = "".join(f"<h3>attack: {html.escape(a)}</h3>" + T.render(T.leaderboard(df, attack=a), "html")
+                    for a in dict.fromkeys(df["attack"]))  # one table per attack, as `relearnbench table` prints
     plots = curve_plots(df, dest)
     cells = image_sheets(df, run, dest)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>relearnbench · {html.escape(run.name)}</title>",
              "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}"
-             "table.leaderboard{border-collapse:collapse;font-size:13px}"
+             "table.leaderboard{border-collapse:collapse;font-size:13px;white-space:nowrap}"
              ".leaderboard td,.leaderboard th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
              ".cells{display:flex;flex-wrap:wrap;gap:18px}.cell{border:1px solid #ddd;padding:8px}"
              "img.sheet{image-rendering:pixelated;width:360px}figure{display:inline-block;margin:6px}</style>",
