@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# Writes leaderboards/toy.md and toy.csv from the run directories given (one from toy.sh, or the many of
-# toy_parallel.sh).
+# Regenerates the tables of leaderboards/toy.md (everything below its '<!-- tables -->' line) and toy.csv
+# (one row per record, every curve point) from the run directories given: the one of toy.sh, or the many
+# of toy_parallel.sh.
+#   bash leaderboards/tables.sh RUN_DIR...
 set -euo pipefail
 here=$(dirname "$0")
-relearnbench table "$@" --format csv > "$here/toy.csv"
-relearnbench table "$@" --format md > "$here/toy.body.md"
-relearnbench table "$@" --format md --stages all --long > /dev/null  # fails loudly on a broken store
+relearnbench table "$@" --long --format csv > "$here/toy.csv"
+{
+  sed '/^<!-- tables -->$/q' "$here/toy.md"
+  echo; echo "### Leaderboard (pre: the unlearned model; post: after the attack's last step)"
+  relearnbench table "$@" --format md | sed 's/  (.*)\*\*$/**/'
+  echo; echo "### Relearning curves (ASR % at each attack step)"
+  relearnbench table "$@" --format md --stages all --metrics asr | sed 's/  (.*)\*\*$/**/'
+} > "$here/toy.md.new"
+mv "$here/toy.md.new" "$here/toy.md"

@@ -120,18 +120,24 @@ def execute(spec, run_dir: pathlib.Path, retry_failed=False, quiet=False):
 @click.option("--long", "long", is_flag=True, help="One row per record.")
 @click.option("--stages", default="pre,post", help="Stages in the wide table: a comma list, or 'all' for the curve.")
 @click.option("--timing", is_flag=True, help="--long: add stage seconds and peak memory.")
+@click.option("--metrics", "metrics", help="Only these metrics (comma list; 'related' keeps related.*).")
 @_plugins
-def table(run_dirs, fmt, long, stages, timing, plugins, debug):
+def table(run_dirs, fmt, long, stages, timing, metrics, plugins, debug):
     """Print the leaderboard of RUN_DIRS (default: the newest run under runs/)."""
     _load_plugins(plugins)
-    _print_table(list(run_dirs), fmt, long, stages, timing)
+    _print_table(list(run_dirs), fmt, long, stages, timing, metrics)
 
 
-def _print_table(run_dirs, fmt, long, stages, timing):
+def _print_table(run_dirs, fmt, long, stages, timing, metrics=None):
     from relearnbench import table as T
 
     run_dirs = run_dirs or [str(T.newest_run())]
     df, cells = T.load(run_dirs)
+    if metrics:
+        wanted = {m.strip() for m in metrics.split(",")}
+        df = df[[m in wanted or m.split(".")[0] in wanted for m in df["metric"]]]
+        if df.empty:
+            raise UserError(f"--metrics {metrics}: no such metric in {', '.join(run_dirs)}")
     if long:
         click.echo(T.render(T.long_table(df, timing), fmt), nl=False)
         return

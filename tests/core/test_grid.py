@@ -171,3 +171,12 @@ def test_table_defaults_to_newest_run(tmp_path, run_cli):
     run_cli("run", *DUMMY, "--concepts", "triangle", "--quiet", cwd=tmp_path, check=True)
     proc = run_cli("table", "--format", "csv", cwd=tmp_path, check=True)
     assert proc.stdout.startswith("method,")
+
+
+def test_table_metrics_filter(tmp_path, run_cli):
+    out = tmp_path / "run"
+    run_cli("run", *DUMMY, "--concepts", "triangle", "--out", out, check=True)
+    md = run_cli("table", out, "--format", "md", "--stages", "all", "--metrics", "dummy", check=True).stdout
+    assert "dummy↓ · post@1" in md
+    proc = run_cli("table", out, "--metrics", "asr")
+    assert proc.returncode == 2 and "--metrics asr: no such metric" in proc.stderr
