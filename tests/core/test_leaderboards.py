@@ -77,3 +77,31 @@ def test_values_are_published_percentages_or_say_not_published(text):
                 assert re.fullmatch(r"\d+\.\d\d", cell), f"{attack} · {row[0]} · {column}: {cell!r}"
                 if column.startswith("asr"):  # 142 prompts: k/142, to two decimals (rounded or cut)
                     assert abs(float(cell) - round(float(cell) * 1.42) / 1.42) <= 0.01, f"{row[0]}: {cell}"
+
+
+TOY_CSV = PAPER_TABLE.parent / "toy.csv"
+
+
+def test_toy_table_regenerates(run_cli, tmp_path):
+    """The base-model rows of the committed toy leaderboard come out of a fresh run on this machine: every
+    asr / related value within one image (100/32 %, 100/64 %) or the record's own interval, whichever is wider
+    (thread counts and CPUs may flip a borderline image)."""
+    import io
+
+    import pandas as pd
+
+    committed = pd.read_csv(TOY_CSV)
+    key = (committed.concept == "triangle") & (committed.method == "none") & (committed.attack == "none") & \
+          (committed.seed == 0) & (committed.stage == "pre") & committed.metric.isin(["asr", "related.related",
+                                                                                        "related.unrelated"])
+    committed = committed[key].set_index("metric")
+    assert len(committed) == 3
+    out = tmp_path / "run"
+    run_cli("run", "--methods", "none", "--attacks", "none", "--concepts", "triangle", "--metrics", "asr,related",
+            "--out", out, "--quiet", check=True)
+    fresh = pd.read_csv(io.StringIO(run_cli("table", out, "--long", "--format", "csv", check=True).stdout))
+    fresh = fresh[fresh.stage == "pre"].set_index("metric")
+    for metric, row in committed.iterrows():
+        one_image = 100 / row["n"]
+        tolerance = max(one_image, (row["hi"] - row["lo"]) / 2)
+        assert abs(fresh.loc[metric, "value"] - row["value"]) <= tolerance, metric

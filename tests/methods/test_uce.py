@@ -27,7 +27,7 @@ def test_closed_form(lamb, build, ctx, unet_state):
     model, concept = tiny_model(), tiny_concept()
     s_e, s_p = 1.0, 2.0
     uce = build("uce", uce={"tokens": "last", "lamb": lamb, "erase_scale": s_e, "preserve_scale": s_p,
-                           "preserve": "benign", "guide": "anchor"})
+                           "preserve": "benign", "preserve_uncond": False, "guide": "anchor"})
     erase = torch.stack([last_token(model, p) for p in concept.forget_texts])
     guide = last_token(model, concept.anchor).expand_as(erase)
     keep = torch.stack([last_token(model, p) for p in concept.benign])
@@ -68,3 +68,17 @@ def test_tail_tokens_are_erased(build, ctx):
             gap_before = (c @ old[k].T - g @ old[k].T).norm()
             gap_after = (c @ proj.weight.detach().T - g @ old[k].T).norm()
             assert gap_after < 0.9 * gap_before, k
+
+
+def test_preserving_the_empty_prompt_keeps_its_keys_and_values(build, ctx):
+    """preserve_uncond adds "" (whose keys and values guidance uses for every image) to the preserved set."""
+    moved = {}
+    for keep_uncond in (False, True):
+        model, concept = tiny_model(), tiny_concept()
+        uce = build("uce", uce={"preserve": "none", "preserve_uncond": keep_uncond, "guide": "anchor"})
+        empty = encode_text_frozen(model, [""])[0].double()
+        old = {k: p.weight.detach().double().clone() for k, p in cross_attention_projections(model.unet).items()}
+        uce.unlearn(model, concept, ctx)
+        moved[keep_uncond] = sum(float((empty @ (p.weight.detach().double() - old[k]).T).norm())
+                                 for k, p in cross_attention_projections(model.unet).items())
+    assert moved[True] < 0.5 * moved[False]
