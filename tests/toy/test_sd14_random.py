@@ -16,5 +16,5 @@ def test_sd14_random_runs_the_base_cell_end_to_end(run_cli, tmp_path):
     (status,), = db.execute("SELECT status FROM cells WHERE model = 'sd14-random'").fetchall()
     rows = db.execute("SELECT stage, value, n FROM records WHERE metric = 'asr' ORDER BY stage").fetchall()
     assert status == "done"
-    assert [r[0] for r in rows] == ["post", "pre"]
+    assert [r[0] for r in rows] == ["post", "post@0", "pre"]  # the none attack: its step 0 is the model as unlearned
     assert all(0 <= v <= 100 and n == 8 for _, v, n in rows)  # one image per forget prompt, judged
