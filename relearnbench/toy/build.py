@@ -175,21 +175,15 @@ def _caption_sampler(labels: dict, rng: np.random.Generator):
 def _save_model(folder: pathlib.Path, vae, unet, text_encoder, tokenizer) -> None:
     from diffusers import StableDiffusionPipeline
 
+    from relearnbench.models import no_transformers_bars
     from relearnbench.toy.tiny_sd import make_scheduler
     from relearnbench.toy.tokenizer import write_sd_tokenizer
-
-    from transformers.utils import logging as hf_logging
 
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=make_scheduler(), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
-    shown = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # its "Writing model shards" bar would break the stage bars
-    try:
+    with no_transformers_bars():  # its "Writing model shards" bar would break the stage bars
         pipe.save_pretrained(folder, safe_serialization=True)
-    finally:
-        if shown:
-            hf_logging.enable_progress_bar()
     # transformers adds a 3.6 MB tokenizer.json; the vocab.json + merges.txt pair loads the same
     # ids in a tenth of a second and keeps the assets under 30 MB
     shutil.rmtree(folder / "tokenizer")

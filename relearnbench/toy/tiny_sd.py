@@ -124,7 +124,7 @@ class EMA:
 
 
 def train_text_to_image(latent_mean, latent_std, scaling: float, captions, tokenizer, *, steps: int,
-                        batch_size: int = 64, lr: float = 2e-3, uncond_p: float = 0.1, snr_gamma: float = 5.0,
+                        batch_size: int = 64, lr: float, uncond_p: float = 0.1, snr_gamma: float = 5.0,
                         ema_decay: float = 0.998, seed: int = 0, progress=None):
     """Train UNet and text encoder jointly on scaled latents sampled from the VAE posterior.
 

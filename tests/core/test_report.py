@@ -9,12 +9,16 @@ from relearnbench.report import curve_plots
 SCREENSHOT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "screenshot.sh"
 
 
-def test_report_page_has_the_leaderboard(tmp_path, run_cli):
+def dummy_report(tmp_path, run_cli) -> str:
+    """The report page of a small dummy run; returns its path."""
     out = tmp_path / "run"
     run_cli("run", "--methods", "dummy", "--attacks", "dummy", "--metrics", "dummy", "--concepts", "triangle",
             "--out", out, check=True)
-    page = run_cli("report", out, check=True).stdout.strip()
-    html = open(page).read()
+    return run_cli("report", out, check=True).stdout.strip()
+
+
+def test_report_page_has_the_leaderboard(tmp_path, run_cli):
+    html = open(dummy_report(tmp_path, run_cli)).read()
     assert "<table" in html and "dummy↓ · pre" in html and "relearnbench · run" in html
 
 
@@ -25,10 +29,7 @@ def test_report_screenshot_in_headless_chromium_is_not_blank(tmp_path, run_cli):
     import numpy as np
     from PIL import Image
 
-    out = tmp_path / "run"
-    run_cli("run", "--methods", "dummy", "--attacks", "dummy", "--metrics", "dummy", "--concepts", "triangle",
-            "--out", out, check=True)
-    page = run_cli("report", out, check=True).stdout.strip()
+    page = dummy_report(tmp_path, run_cli)
     png = tmp_path / "report.png"
     shot = subprocess.run(["bash", str(SCREENSHOT), page, str(png)], capture_output=True, text=True, timeout=180)
     assert shot.returncode == 0, shot.stderr

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from relearnbench.toy import world
-from relearnbench.toy.build import sha256
+from relearnbench.toy.build import RECIPES, recipe_hash, sha256
 
 ASSETS = pathlib.Path(__file__).resolve().parents[2] / "relearnbench" / "toy" / "assets"
 pytestmark = pytest.mark.skipif(not (ASSETS / "manifest.json").exists(),
@@ -24,6 +24,12 @@ def test_manifest_hashes_every_file(manifest):
     assert set(manifest["files"]) == on_disk
     for name, digest in manifest["files"].items():
         assert sha256(ASSETS / name) == digest, name
+
+
+def test_assets_were_built_by_this_recipe(manifest):
+    """Any change to the recipe or the build code changes the hash: rebuild (and recalibrate the presets)."""
+    assert manifest["recipe"] == RECIPES["full"]
+    assert manifest["recipe_hash"] == recipe_hash(RECIPES["full"])
 
 
 def test_assets_fit_the_size_budget(manifest):
