@@ -113,8 +113,8 @@ def _num(x: float) -> str:
 
 
 def leaderboard(df, stages=("pre", "post"), attack: str | None = None):
-    """Wide table: index (model?, concept?, method), columns 'attack · metric↑ · stage'
-    (just 'metric↑ · stage' for one ``attack``)."""
+    """Wide table: index (model?, concept?, method), then ``seeds`` (the row's seed count, where any
+    row has several), columns 'attack · metric↑ · stage' (just 'metric↑ · stage' for one ``attack``)."""
     if attack is not None:
         df = df[df["attack"] == attack]
     agg = aggregate(df, stages)
@@ -134,6 +134,10 @@ def leaderboard(df, stages=("pre", "post"), attack: str | None = None):
     wide = wide.reindex(columns=order_cols)
     wide.columns.name = None  # the pivot's "column" label would print as a stray header cell
     wide = wide.reset_index()
+    if agg["seeds"].max() > 1:  # rows may mix seed counts (a t interval over seeds vs one seed's bootstrap)
+        seeds = agg.groupby(index)["seeds"].max().rename("seeds").reset_index()
+        wide = wide.merge(seeds, on=index, how="left")
+        wide.insert(len(index), "seeds", wide.pop("seeds").astype(int))
     wide["_m"] = wide["method"].map(order_methods.index)
     wide = wide.sort_values([*index[:-1], "_m"]).drop(columns="_m")
     return wide.fillna("–").reset_index(drop=True)

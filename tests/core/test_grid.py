@@ -29,7 +29,8 @@ def test_run_table_and_rerun_adds_nothing(tmp_path, run_cli):
     assert "0 cells done, 0 failed, 4 already finished" in again.stderr
     md = run_cli("table", out, "--format", "md", check=True).stdout
     assert "**attack: dummy" in md
-    assert "| concept | method | dummy↓ · pre | dummy↓ · post |" in md.splitlines()
+    assert "| concept | method | seeds | dummy↓ · pre | dummy↓ · post |" in md.splitlines()
+    assert all(row.split(" | ")[2] == "2" for row in md.splitlines() if row.startswith("| triangle"))
     assert " ± " in md  # two seeds: a t interval
     long = run_cli("table", out, "--long", "--format", "csv", check=True).stdout.splitlines()
     assert long[0] == "model,concept,method,attack,seed,stage,metric,value,lo,hi,n"
