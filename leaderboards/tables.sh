@@ -12,5 +12,7 @@ relearnbench table "$@" --long --format csv > "$here/toy.csv"
   relearnbench table "$@" --format md | sed 's/  (.*)\*\*$/**/'
   echo; echo "### Relearning curves (ASR % at each attack step)"
   relearnbench table "$@" --format md --stages all --metrics asr | sed 's/  (.*)\*\*$/**/'
+  echo; echo "### ESD+meta and its control against ESD, paired by seed (ASR % under ft)"
+  echo; python "$here/paired.py" "$@"
 } > "$here/toy.md.new"
 mv "$here/toy.md.new" "$here/toy.md"

@@ -105,3 +105,24 @@ def test_toy_table_regenerates(run_cli, tmp_path):
         one_image = 100 / row["n"]
         tolerance = max(one_image, (row["hi"] - row["lo"]) / 2)
         assert abs(fresh.loc[metric, "value"] - row["value"]) <= tolerance, metric
+
+
+def test_paired_differences_are_per_seed_with_a_t_interval():
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("paired", PAPER_TABLE.parent / "paired.py")
+    paired = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(paired)
+    rows = [dict(concept="c", method=m, attack="ft", metric="asr", stage=s, seed=seed, value=v)
+            for m, vals in (("esd", (10, 20, 30)), ("esd+meta", (13, 20, 33)))
+            for seed, v0 in enumerate(vals) for s, v in (("pre", v0), ("post@0", v0), ("post@5", v0 + 50),
+                                                          ("post", v0 + 50))]
+    rows.append(dict(concept="c", method="esd+meta", attack="none", metric="asr", stage="pre", seed=0, value=99))
+    out = paired.paired(pd.DataFrame(rows), "esd", ["esd+meta"], "ft")
+    assert [r[1] for r in out] == ["pre", "post@5"]  # post@0 and post repeat pre and the last point
+    concept, stage, method, base, diff, per_seed, n = out[0]
+    assert (base, per_seed, n) == ("20.0", "+3.0, +0.0, +3.0", 3)
+    half = 4.302653  # t(0.975, 2) * sd / sqrt(3), and the differences (3, 0, 3) have sd sqrt(3)
+    assert diff == f"+2.0 ± {half:.1f}"

@@ -1,0 +1,52 @@
+"""Paired per-seed differences of ASR from a base method along the relearning curve, as a markdown table:
+mean ± 95 % Student-t half-width over the seeds both methods ran, and each seed's difference.
+
+    python leaderboards/paired.py RUN_DIR... [--base esd] [--vs esd+meta,esd+retain] [--attack ft]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from relearnbench.table import load, stage_order, t_quantile
+
+
+def paired(df, base: str, others: list[str], attack: str, metric: str = "asr"):
+    df = df[(df.attack == attack) & (df.metric == metric)]
+    rows = []
+    for concept, g in df.groupby("concept"):
+        wide = g.pivot_table(index=["stage", "seed"], columns="method", values="value")
+        stages = set(wide.index.get_level_values(0)) - {"post@0", "post"}  # copies of pre and of the last point
+        for stage in sorted(stages, key=stage_order):
+            at = wide.loc[stage]
+            for other in others:
+                if base not in at or other not in at:
+                    continue
+                diff = (at[other] - at[base]).dropna()
+                n = len(diff)
+                if n < 2:
+                    continue
+                mean = diff.mean()
+                half = t_quantile(n) * diff.std(ddof=1) / math.sqrt(n)
+                rows.append((concept, stage, other, f"{at[base].mean():.1f}", f"{mean:+.1f} ± {half:.1f}",
+                             ", ".join(f"{v:+.1f}" for v in diff), n))
+    return rows
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--base", default="esd")
+    p.add_argument("--vs", default="esd+meta,esd+retain")
+    p.add_argument("--attack", default="ft")
+    a = p.parse_args()
+    records, _ = load(a.runs)
+    print(f"| concept | stage | method | {a.base} ASR % | difference from {a.base} | per seed | seeds |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for row in paired(records, a.base, a.vs.split(","), a.attack):
+        print("| " + " | ".join(map(str, row)) + " |")
+
+
+if __name__ == "__main__":
+    main()
