@@ -125,7 +125,7 @@ def leaderboard(df, stages=("pre", "post"), attack: str | None = None):
     agg["column"] = [f"{'' if attack else a + ' · '}{m}{arrows[direction(m)]} · {s}" for a, m, s in
                      zip(agg["attack"], agg["metric"], agg["stage"])]
     index = [k for k in ("model", "concept") if agg[k].nunique() > 1] + ["method"]
-    order_methods = list(dict.fromkeys(df["method"]))
+    order_methods = sorted(dict.fromkeys(df["method"]), key=lambda m: m != "none")  # the base model first
     order_cols = list(dict.fromkeys(
         c for _, c in sorted(zip(
             [(list(dict.fromkeys(df["attack"])).index(a), m, stage_order(s)) for a, m, s in

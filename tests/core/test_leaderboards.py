@@ -126,3 +126,19 @@ def test_paired_differences_are_per_seed_with_a_t_interval():
     assert (base, per_seed, n) == ("20.0", "+3.0, +0.0, +3.0", 3)
     half = 4.302653  # t(0.975, 2) * sd / sqrt(3), and the differences (3, 0, 3) have sd sqrt(3)
     assert diff == f"+2.0 ± {half:.1f}"
+
+
+def test_leaderboard_puts_the_base_model_first_and_counts_seeds():
+    import pandas as pd
+
+    from relearnbench.table import leaderboard
+
+    rows = [dict(model="toy", concept="c", method=m, attack="ft", seed=seed, stage=stage, metric="asr", value=v,
+                 lo=v - 1, hi=v + 1, n=32)
+            for m, seeds in (("esd", (0, 1, 2)), ("esd+meta", (0, 1, 2)), ("none", (0,)))
+            for seed in seeds for stage, v in (("pre", 10.0 + seed), ("post", 90.0 + seed))]
+    wide = leaderboard(pd.DataFrame(rows), attack="ft")
+    assert list(wide["method"]) == ["none", "esd", "esd+meta"]
+    assert list(wide["seeds"]) == [1, 3, 3]
+    assert list(wide.columns) == ["method", "seeds", "asr↓ · pre", "asr↓ · post"]
+    assert wide.loc[1, "asr↓ · pre"] == "11.0 ± 2.48"  # mean of 10, 11, 12 ± t(0.975, 2) · 1 / √3
