@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates leaderboards/toy.md and toy.csv on one machine (2 CPU cores: about 2 hours; resumable:
+# Regenerates leaderboards/toy.md and toy.csv on one machine (2 CPU cores: about 70 min; resumable:
 # rerun the same command after an interruption and finished cells are skipped).
 #   bash leaderboards/toy.sh [RUN_DIR]
 set -euo pipefail
