@@ -7,9 +7,8 @@ mean ± 95 % Student-t half-width over the seeds both methods ran, and each seed
 from __future__ import annotations
 
 import argparse
-import math
 
-from relearnbench.table import load, stage_order, t_quantile
+from relearnbench.table import load, stage_order, t_interval
 
 
 def paired(df, base: str, others: list[str], attack: str, metric: str = "asr"):
@@ -23,14 +22,12 @@ def paired(df, base: str, others: list[str], attack: str, metric: str = "asr"):
             for other in others:
                 if base not in at or other not in at:
                     continue
-                diff = (at[other] - at[base]).dropna()
-                n = len(diff)
-                if n < 2:
+                diff = (at[other] - at[base]).dropna()  # the seeds both methods ran
+                if len(diff) < 2:
                     continue
-                mean = diff.mean()
-                half = t_quantile(n) * diff.std(ddof=1) / math.sqrt(n)
-                rows.append((concept, stage, other, f"{at[base].mean():.1f}", f"{mean:+.1f} ± {half:.1f}",
-                             ", ".join(f"{v:+.1f}" for v in diff), n))
+                mean, half = t_interval(diff.tolist())
+                rows.append((concept, stage, other, f"{at.loc[diff.index, base].mean():.1f}",
+                             f"{mean:+.1f} ± {half:.1f}", ", ".join(f"{v:+.1f}" for v in diff), len(diff)))
     return rows
 
 

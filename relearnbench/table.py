@@ -70,6 +70,16 @@ def t_quantile(n: int) -> float:
         return 1.96
 
 
+def t_interval(vals: list[float]) -> tuple[float, float]:
+    """Mean and 95 % Student-t half-width over seeds (nan for a single value)."""
+    n = len(vals)
+    mean = sum(vals) / n
+    if n < 2:
+        return mean, float("nan")
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
+    return mean, t_quantile(n) * sd / math.sqrt(n)
+
+
 def aggregate(df, stages=("pre", "post")):
     """Mean, 95 % half-width and seed count per (model, concept, method, attack, metric, stage)."""
     import pandas as pd
@@ -81,14 +91,9 @@ def aggregate(df, stages=("pre", "post")):
     for key, g in df.groupby(keys, sort=False):
         vals = g["value"].astype(float).tolist()
         n = len(vals)
-        mean = sum(vals) / n
-        if n > 1:
-            sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1))
-            half = t_quantile(n) * sd / math.sqrt(n)
-        elif pd.notna(g["lo"].iloc[0]) and pd.notna(g["hi"].iloc[0]):
+        mean, half = t_interval(vals)
+        if n == 1 and pd.notna(g["lo"].iloc[0]) and pd.notna(g["hi"].iloc[0]):
             half = (float(g["hi"].iloc[0]) - float(g["lo"].iloc[0])) / 2
-        else:
-            half = float("nan")
         rows.append(dict(zip(keys, key), mean=mean, half=half, seeds=n))
     return pd.DataFrame(rows, columns=keys + ["mean", "half", "seeds"])
 
