@@ -54,10 +54,11 @@ def cli():
 @click.option("--gpus", help="Local executor: one worker process per listed GPU, e.g. 0,1.")
 @click.option("--cpus-per-task", type=int, help="Ray: CPU cores per task (default 1).")
 @click.option("--retry-failed", is_flag=True, help="Rerun cells recorded as failed.")
+@click.option("--keep-changed", is_flag=True, help="Resume even where finished cells ran with other settings.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_plugins
 def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds, sets, out, device, dtype,
-        executor, ray_address, gpus, cpus_per_task, retry_failed, quiet, plugins, debug):
+        executor, ray_address, gpus, cpus_per_task, retry_failed, keep_changed, quiet, plugins, debug):
     """Run a grid (GRID_FILE or --grid NAME, flags override it); finished cells are skipped."""
     from relearnbench.config import parse_sets
     from relearnbench.spec import build_spec, load_grid
@@ -73,7 +74,7 @@ def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds
     spec = build_spec(grid, flags, parse_sets(sets))
     run_dir = pathlib.Path(out) if out else pathlib.Path("runs") / (
         datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{spec.name}")
-    outcome = execute(spec, run_dir, retry_failed=retry_failed, quiet=quiet)
+    outcome = execute(spec, run_dir, retry_failed=retry_failed, quiet=quiet, keep_changed=keep_changed)
     click.echo(f"{run_dir}: {outcome.done} cells done, {outcome.failed} failed, {outcome.skipped} already finished",
                err=True)
     from relearnbench.store import Store
@@ -91,14 +92,16 @@ def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds
         sys.exit(1)
 
 
-def execute(spec, run_dir: pathlib.Path, retry_failed=False, quiet=False):
+def execute(spec, run_dir: pathlib.Path, retry_failed=False, quiet=False, keep_changed=False):
     from relearnbench.progress import Progress
-    from relearnbench.runner import cached_plan
+    from relearnbench.runner import cached_plan, check_finished
     from relearnbench.spec import spec_dict
     from relearnbench.store import Store
 
     cached_plan(spec)  # validate everything before any work or any file
     store = Store(run_dir)
+    if not keep_changed:
+        check_finished(spec, store)
     store.set_meta("spec", spec_dict(spec))
     if spec.executor == "ray":
         from relearnbench.ray_executor import run_ray

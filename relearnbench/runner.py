@@ -423,3 +423,37 @@ def pending(spec: Spec, store: Store, retry_failed: bool) -> list[tuple]:
             continue
         todo.append(cell)
     return todo
+
+
+def check_finished(spec: Spec, store: Store) -> None:
+    """Refuse to resume into a run directory whose finished cells were run with other settings than
+    this run's: they would be skipped, and their numbers would stand in the table as this run's."""
+    stored, p = store.configs(), cached_plan(spec)
+    for cell in spec.cells():
+        if cell in stored:
+            why = setting_changed(stored[cell], json.loads(json.dumps(cell_config(p, cell), default=str)))
+            if why:
+                raise UserError(f"{store.dir} holds cell {'/'.join(map(str, cell))} finished with other settings "
+                                f"({why}); rerun into a new --out directory, or pass --keep-changed to keep "
+                                "those cells as they are")
+
+
+# what decides a finished cell's numbers (not the device it ran on, nor the path of its concept file)
+DETERMINING = ("model_config", "concept_sha256", "sample", "method", "attack", "judge", "dtype")
+
+
+def setting_changed(old: dict, new: dict) -> str:
+    """The first setting that decides a cell's numbers and differs between two cell configurations
+    (as ``"method.config.lr: 0.0001 -> 0.0002"``), or "" when none does. A key only one of them has
+    is not compared: a metric added to the run, or a config field added since (a field whose default
+    changes what a plugin does comes with a new plugin ``version``, which is compared)."""
+    pairs = [(k, old.get(k), new.get(k)) for k in DETERMINING]
+    shared = sorted(set(old.get("metrics", {})) & set(new.get("metrics", {})))
+    pairs += [(f"metrics.{m}", old["metrics"][m], new["metrics"][m]) for m in shared]
+    return next((d for d in (_difference(*pair) for pair in pairs) if d), "")
+
+
+def _difference(path: str, a, b) -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return next((d for d in (_difference(f"{path}.{k}", a[k], b[k]) for k in sorted(set(a) & set(b))) if d), "")
+    return "" if a == b else f"{path}: {a} -> {b}"

@@ -59,11 +59,31 @@ def test_failed_cell_is_recorded_grid_goes_on_and_retry(tmp_path, run_cli):
     assert cells == {0: "failed", 1: "done"}
     assert "Traceback" in tb and "dummy attack failed on purpose" in tb
     # without --retry-failed the failed cell is left alone (and still fails the exit code)
-    again = run_cli(*args)
+    again = run_cli(*args, "--set", "dummy_attack.fail_seeds=[0]")
     assert again.returncode == 1 and "0 cells done, 0 failed, 2 already finished" in again.stderr
-    fixed = run_cli(*args, "--retry-failed")
+    # the fix changes a setting of the finished cell too: say so, and go on only when asked
+    refused = run_cli(*args, "--retry-failed")
+    assert refused.returncode == 2 and "dummy/dummy/1 finished with other settings" in refused.stderr
+    fixed = run_cli(*args, "--retry-failed", "--keep-changed")
     assert fixed.returncode == 0, fixed.stderr
     assert "1 cells done, 0 failed, 1 already finished" in fixed.stderr
+
+
+def test_resume_with_changed_settings_is_refused(tmp_path, run_cli):
+    out = tmp_path / "run"
+    args = ["run", *DUMMY, "--concepts", "triangle", "--out", out]
+    run_cli(*args, check=True)
+    n = count_records(out)
+    proc = run_cli(*args, "--set", "dummy.seconds=0.01")
+    assert proc.returncode == 2
+    assert ("holds cell toy/triangle/dummy/dummy/0 finished with other settings (method.config.seconds: 0.0 -> 0.01)"
+            in proc.stderr)
+    assert "new --out directory" in proc.stderr and "Traceback" not in proc.stderr
+    assert count_records(out) == n
+    # naming the setting at its default is no change; --keep-changed resumes past a change
+    run_cli(*args, "--set", "dummy.seconds=0.0", check=True)
+    kept = run_cli(*args, "--set", "dummy.seconds=0.01", "--keep-changed", check=True)
+    assert "0 cells done, 0 failed, 1 already finished" in kept.stderr
 
 
 def test_failing_method_fails_all_its_cells(tmp_path, run_cli):
