@@ -11,7 +11,8 @@ remaps the forget concept to a pseudo prompt c' on the forget images and keeps t
 
 c' is the concept's anchor (as the NSFW script maps "nude" to "wearing clothes") or, with
 ``remap="unrelated"``, a random unrelated benign prompt per image (the class-wise random-label
-variant). Note: the authors' mask script ranks ascending and keeps the *smallest* half of the
+variant). The forget images are of every forget prompt or (``prompts="first"``) of the first, the
+concept's name, as the NSFW recipe's one prompt. Note: the authors' mask script ranks ascending and keeps the *smallest* half of the
 gradient magnitudes; the paper (and this file) keeps the largest.
 """
 
@@ -42,6 +43,7 @@ class SalUn(LossMethod):
         lr: float = 1e-5  # Adam learning rate
         batch_size: int = 8  # forget images (and as many retain images) per step
         forget_images: int = 64  # forget images encoded once (the mask is computed over all of them)
+        prompts: Literal["all", "first"] = "all"  # forget images of every forget prompt, or of the first (the name)
         retain_images: int = 64  # related + unrelated benign images encoded once
         max_grad_norm: float = 0.0  # gradient clipping (0 = none, as the reference code)
 
@@ -51,7 +53,8 @@ class SalUn(LossMethod):
     def prepare(self, model: Model, concept: Concept, ctx: Context) -> list:
         c = self.config
         self.generator = torch.Generator().manual_seed(ctx.seed)
-        self.forget = encode_set(model, concept, ctx, concept.forget_texts, c.forget_images, seed=ctx.seed)
+        texts = concept.forget_texts if c.prompts == "all" else concept.forget_texts[:1]
+        self.forget = encode_set(model, concept, ctx, texts, c.forget_images, seed=ctx.seed)
         self.retain = encode_set(model, concept, ctx, concept.benign, c.retain_images, seed=ctx.seed + 1)
         device = model.unet.device
         self.uncond = encode_text_frozen(model, [""]).to(device)
