@@ -12,8 +12,8 @@ remaps the forget concept to a pseudo prompt c' on the forget images and keeps t
 c' is the concept's anchor (as the NSFW script maps "nude" to "wearing clothes") or, with
 ``remap="unrelated"``, a random unrelated benign prompt per image (the class-wise random-label
 variant). The forget images are of every forget prompt or (``prompts="first"``) of the first, the
-concept's name, as the NSFW recipe's one prompt. Note: the authors' mask script ranks ascending and keeps the *smallest* half of the
-gradient magnitudes; the paper (and this file) keeps the largest.
+concept's name, as the NSFW recipe's one prompt. Note: the authors' mask script ranks ascending and
+keeps the *smallest* half of the gradient magnitudes; the paper (and this file) keeps the largest.
 """
 
 from __future__ import annotations

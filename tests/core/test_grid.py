@@ -201,3 +201,19 @@ def test_table_metrics_filter(tmp_path, run_cli):
     assert "dummy↓ · post@1" in md
     proc = run_cli("table", out, "--metrics", "asr")
     assert proc.returncode == 2 and "--metrics asr: no such metric" in proc.stderr
+
+
+def test_setting_changed_names_the_first_difference_and_ignores_one_sided_keys():
+    from relearnbench.runner import setting_changed
+
+    old = {"method": {"version": "1", "config": {"lr": 1e-4, "steps": 5}}, "metrics": {"asr": {"v": 1}},
+           "device": "cpu"}
+    assert setting_changed(old, old) == ""
+    new = {**old, "method": {"version": "1", "config": {"lr": 2e-4, "steps": 5, "added": "all"}}}
+    assert setting_changed(old, new) == "method.config.lr: 0.0001 -> 0.0002"
+    # a field added since, a metric only one run computes, and the device are not settings that changed
+    grown = {"method": {"version": "1", "config": {"lr": 1e-4, "steps": 5, "added": "all"}},
+             "metrics": {"asr": {"v": 1}, "fid": {"v": 2}}, "device": "cuda"}
+    assert setting_changed(old, grown) == ""
+    assert setting_changed(old, {**old, "metrics": {"asr": {"v": 2}}}) == "metrics.asr.v: 1 -> 2"
+    assert setting_changed({**old, "judge": None}, {**old, "judge": {"judge": "toy"}}) == "judge: None -> {'judge': 'toy'}"

@@ -61,3 +61,14 @@ def test_training_reaches_the_negatively_guided_target(build, ctx):
     assert to_target1 < 0.8 * to_target0
     assert to_flipped1 > to_flipped0
     assert to_target1 < 0.5 * to_flipped1
+
+
+@pytest.mark.parametrize("prompts, count", [("all", 2), ("first", 1)])
+def test_prompts_first_erases_the_concepts_name_only(prompts, count, build, ctx):
+    """``prompts="first"`` (the toy preset, as the reference code's single concept text) conditions
+    every step on the first forget prompt; ``"all"`` on each of them."""
+    model, concept = tiny_model(), tiny_concept()
+    method = build("esd", esd={"prompts": prompts})
+    method.prepare(model, concept, ctx)
+    assert method.c.shape[0] == count
+    assert torch.equal(method.c[0], encode_text_frozen(model, [concept.forget_texts[0]])[0])

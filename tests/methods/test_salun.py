@@ -26,3 +26,21 @@ def test_only_salient_weights_move(build, ctx, monkeypatch):
     assert all(not (mv & ~m).any() for mv, m in zip(moved, masks)), "a weight outside the mask moved"
     inside = sum((mv & m).sum().item() for mv, m in zip(moved, masks))
     assert inside > 0.9 * kept, "most salient weights should move"
+
+
+def test_prompts_first_takes_the_forget_images_of_the_concepts_name_only(build, ctx, monkeypatch):
+    import relearnbench.methods.salun as salun
+
+    asked = []
+    real = salun.encode_set
+
+    def spy(model, concept, ctx, prompts, n, seed=0):
+        asked.append(list(prompts))
+        return real(model, concept, ctx, prompts, n, seed=seed)
+
+    monkeypatch.setattr(salun, "encode_set", spy)
+    concept = tiny_concept()
+    for prompts, expected in (("all", ["a triangle", "a red triangle"]), ("first", ["a triangle"])):
+        asked.clear()
+        build("salun", salun={"prompts": prompts, "mask_fraction": 1.0}).prepare(tiny_model(), concept, ctx)
+        assert asked[0] == expected and asked[1] == list(concept.benign)  # forget set, then retain set
