@@ -216,4 +216,5 @@ def test_setting_changed_names_the_first_difference_and_ignores_one_sided_keys()
              "metrics": {"asr": {"v": 1}, "fid": {"v": 2}}, "device": "cuda"}
     assert setting_changed(old, grown) == ""
     assert setting_changed(old, {**old, "metrics": {"asr": {"v": 2}}}) == "metrics.asr.v: 1 -> 2"
-    assert setting_changed({**old, "judge": None}, {**old, "judge": {"judge": "toy"}}) == "judge: None -> {'judge': 'toy'}"
+    toy_judge = {**old, "judge": {"judge": "toy"}}
+    assert setting_changed({**old, "judge": None}, toy_judge) == "judge: None -> {'judge': 'toy'}"
