@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates leaderboards/toy.md and toy.csv on one machine. On 2 CPU cores this took 71 min with the ESD-x
 # presets. With the ESD-u presets the ESD family's 60 cells took 2494 s, about 9 min more than we estimate
-# they took before (benchmarks/README.md), so expect about 80 min. Resumable: rerun the same command after an interruption and finished cells are skipped.
+# they took before (benchmarks/README.md), so expect about 80 min. Resumable: rerun the same command after an
+# interruption and finished cells are skipped.
 #   bash leaderboards/toy.sh [RUN_DIR]
 set -euo pipefail
 run=${1:-runs/toy-leaderboard}

@@ -33,6 +33,14 @@ def trainable(unet, train: str) -> list[tuple[str, torch.nn.Parameter]]:
     return out
 
 
+def training_prompts(concept: Concept, prompts: str) -> list[str]:
+    """The forget prompts a method trains on: ``"all"`` of them, or the ``"first"``, the concept's name
+    (the reference ESD and SalUn recipes train on one concept text, e.g. "nudity")."""
+    if prompts not in ("all", "first"):
+        raise UserError(f"prompts={prompts!r}: expected all or first")
+    return concept.forget_texts if prompts == "all" else concept.forget_texts[:1]
+
+
 @dataclass
 class Encoded:
     """Images as VAE latents and their captions as text embeddings, on the UNet's device."""

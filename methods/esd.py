@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from relearnbench.api import Concept, Context, LossMethod, Model
 from relearnbench.diffusion import add_noise, cfg, ddim_to_step, encode_text_frozen, predict, sample_timesteps
-from relearnbench.methods.common import encode_set, trainable
+from relearnbench.methods.common import encode_set, trainable, training_prompts
 
 
 class ESD(LossMethod):
@@ -56,10 +56,10 @@ class ESD(LossMethod):
         self.uncond = encode_text_frozen(model, [""]).to(model.unet.device)
         # ESD erases one concept text; a full prompt ("a purple dotted triangle") would also push away
         # from what its other words add (purple, dotted), which benign prompts share
-        texts = concept.forget_texts if cfg_.prompts == "all" else concept.forget_texts[:1]
+        texts = training_prompts(concept, cfg_.prompts)
         self.c = encode_text_frozen(model, texts).to(model.unet.device)
         if cfg_.xt == "noise":
-            self.forget = encode_set(model, concept, ctx, concept.forget_texts, cfg_.images, seed=ctx.seed)
+            self.forget = encode_set(model, concept, ctx, texts, cfg_.images, seed=ctx.seed)
         return trainable(model.unet, cfg_.train)
 
     def release(self) -> None:

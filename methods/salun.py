@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from relearnbench.api import Concept, Context, LossMethod, Model
 from relearnbench.diffusion import add_noise, cfg, denoising_loss, encode_text_frozen, predict, sample_timesteps
-from relearnbench.methods.common import encode_set, trainable
+from relearnbench.methods.common import encode_set, trainable, training_prompts
 
 
 class SalUn(LossMethod):
@@ -53,8 +53,8 @@ class SalUn(LossMethod):
     def prepare(self, model: Model, concept: Concept, ctx: Context) -> list:
         c = self.config
         self.generator = torch.Generator().manual_seed(ctx.seed)
-        texts = concept.forget_texts if c.prompts == "all" else concept.forget_texts[:1]
-        self.forget = encode_set(model, concept, ctx, texts, c.forget_images, seed=ctx.seed)
+        self.forget = encode_set(model, concept, ctx, training_prompts(concept, c.prompts), c.forget_images,
+                                 seed=ctx.seed)
         self.retain = encode_set(model, concept, ctx, concept.benign, c.retain_images, seed=ctx.seed + 1)
         device = model.unet.device
         self.uncond = encode_text_frozen(model, [""]).to(device)

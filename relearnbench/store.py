@@ -81,9 +81,9 @@ class Store:
     def statuses(self) -> dict[tuple, str]:
         return {tuple(r[:5]): r[5] for r in self.db.execute(f"SELECT {','.join(CELL_KEYS)}, status FROM cells")}
 
-    def configs(self, status: str = "done") -> dict[tuple, dict]:
-        """The stored configuration (``runner.cell_config``, through JSON) of every cell with ``status``."""
-        rows = self.db.execute(f"SELECT {','.join(CELL_KEYS)}, config FROM cells WHERE status = ?", (status,))
+    def configs(self) -> dict[tuple, dict]:
+        """The stored configuration (``runner.cell_config``, through JSON) of every finished cell."""
+        rows = self.db.execute(f"SELECT {','.join(CELL_KEYS)}, config FROM cells WHERE status = 'done'")
         return {tuple(r[:5]): json.loads(r[5] or "{}") for r in rows}
 
     def write_cell(self, cell: tuple, records: Iterable[Record], *, status: str, config: dict, config_hash: str,
