@@ -33,12 +33,13 @@ from dataclasses import dataclass
 from typing import Iterator, Literal
 
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from relearnbench.api import Concept, Context, LossMethod, Method, Model
 from relearnbench.config import config_dict, instantiate, make_config, preset_file_layer
-from relearnbench.diffusion import denoising_loss
+from relearnbench.diffusion import denoising_loss, noised, predict
 from relearnbench.errors import UserError
 from relearnbench.methods.common import Encoded, encode_set
 
@@ -60,6 +61,7 @@ class Meta(Method):
         retain_images: int = 30  # images of the related prompts, and as many of the unrelated ones
         batch_size: int = 10  # images per batch of a term
         term_batches: int = 1  # batches whose gradients are summed per term (authors: 3 batches of 10)
+        forward_batch: int = 0  # most images per UNet call when the terms are evaluated together (0 = all)
         timesteps: tuple[int, ...] = ()  # fixed timesteps per term, summed (() = one random t per image)
         forget_ft: float = 0.1  # γ'_f (authors' γ2_1): weight of −L(θ_FT; held-out forget)
         related_ft: float = 0.1  # γ'_r (γ2_2): weight of −L(θ_FT; related)
@@ -71,7 +73,7 @@ class Meta(Method):
         retain: bool = True  # switch: the +L(θ; D_r) terms
 
     config_name = "meta"
-    version = "1"
+    version = "2"  # 2: the terms evaluated together, fused inner AdamW (same math, other rounding)
     base_cls: type = Method
     base_name: str = ""
     suffix: str = "meta"
@@ -167,23 +169,31 @@ class Meta(Method):
         return data
 
     def terms(self, at: str) -> list[tuple[float, Encoded]]:
-        """(weight, data) of the terms at θ (``at="theta"``, added) or θ_FT (``"ft"``, subtracted)."""
+        """(signed weight, data) of the terms at θ (``at="theta"``, added) or θ_FT (``"ft"``, subtracted)."""
         c, d = self.config, self.data
         if at == "theta":
             pairs = [(c.unrelated, "unrelated"), (c.related, "related")] if c.retain else []
         else:
-            pairs = ([(c.forget_ft, "forget_test")] if c.forget_term else []) + \
-                    ([(c.related_ft, "related"), (c.unrelated_ft, "unrelated")] if c.retain_diff else [])
+            pairs = ([(-c.forget_ft, "forget_test")] if c.forget_term else []) + \
+                    ([(-c.related_ft, "related"), (-c.unrelated_ft, "unrelated")] if c.retain_diff else [])
         return [(w, d[k]) for w, k in pairs if w and k in d]
 
-    def losses(self, model: Model, unet, data: Encoded) -> Iterator[torch.Tensor]:
-        """The denoising losses whose gradients one term sums: ``term_batches`` batches, each at the
-        fixed ``timesteps`` or at one random timestep per image."""
+    def losses(self, model: Model, unet, terms: list[tuple[float, Encoded]]) -> Iterator[torch.Tensor]:
+        """Σ w·L_DM over the terms, each summed over ``term_batches`` batches at the fixed ``timesteps``
+        or one random timestep per image. Their noised batches go through the UNet together, at most
+        ``forward_batch`` images per call (one call costs less than one per term); yields each call's
+        share of the sum."""
         c, g = self.config, self.generator
-        for x0, cond in data.batches(c.term_batches, c.batch_size, g):
-            for t in c.timesteps or (None,):
-                tt = None if t is None else torch.full((x0.shape[0],), t, device=x0.device)
-                yield denoising_loss(model, x0, cond, unet=unet, generator=g, t=tt)
+        parts = []  # (weight, condition, x_t, t, target)
+        for w, data in terms:
+            for x0, cond in data.batches(c.term_batches, c.batch_size, g):
+                for t in c.timesteps or (None,):
+                    tt = None if t is None else torch.full((x0.shape[0],), t, device=x0.device)
+                    parts.append((w, cond, *noised(model, x0, g, tt)))
+        for group in _groups(parts, c.forward_batch):
+            cond, x_t, t = (torch.cat([part[i] for part in group]) for i in (1, 2, 3))
+            pred = predict(unet, x_t, t, cond).split([part[2].shape[0] for part in group])
+            yield sum(w * F.mse_loss(p, target) for (w, *_, target), p in zip(group, pred))
 
     # -- order 1: the authors' procedure -----------------------------------------------------------
     def _allocate_copy(self, model: Model, trained: set[str]):
@@ -192,15 +202,15 @@ class Meta(Method):
         self.copy = copy.deepcopy(model.unet).requires_grad_(True)  # the attacker finetunes every weight
         self.copy_params = list(self.copy.parameters())
         self.copy_trained = [p for n, p in self.copy.named_parameters() if n in trained]
+        fused = self.copy_params[0].device.type in ("cpu", "cuda")  # one kernel: 5x faster on the toy CPU
         self.inner_opt = torch.optim.AdamW(self.copy_params, lr=self.config.inner_lr,
-                                           weight_decay=self.config.weight_decay)
+                                           weight_decay=self.config.weight_decay, fused=fused)
 
     def _first_order(self, model: Model, named: list) -> None:
         c, g = self.config, self.generator
         params = [p for _, p in named]
-        for w, data in self.terms("theta"):
-            for loss in self.losses(model, model.unet, data):
-                _accumulate(params, torch.autograd.grad(loss, params, allow_unused=True), w)
+        for loss in self.losses(model, model.unet, self.terms("theta")):
+            _accumulate(params, torch.autograd.grad(loss, params, allow_unused=True))
         if not self.meta_terms():
             return
         with torch.no_grad():
@@ -217,9 +227,8 @@ class Meta(Method):
             if c.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(self.copy_params, c.max_grad_norm)
             self.inner_opt.step()
-        for w, data in self.terms("ft"):
-            for loss in self.losses(model, self.copy, data):
-                _accumulate(params, torch.autograd.grad(loss, self.copy_trained, allow_unused=True), -w)
+        for loss in self.losses(model, self.copy, self.terms("ft")):
+            _accumulate(params, torch.autograd.grad(loss, self.copy_trained, allow_unused=True))
 
     # -- order 2: the paper's objective ------------------------------------------------------------
     def objective(self, model: Model, named: list, second_order: bool = True) -> torch.Tensor:
@@ -230,9 +239,8 @@ class Meta(Method):
         c, g = self.config, self.generator
         J = torch.zeros((), device=model.unet.device)
         with sdpa_kernel(SDPBackend.MATH):
-            for w, data in self.terms("theta"):
-                for loss in self.losses(model, model.unet, data):
-                    J = J + w * loss
+            for loss in self.losses(model, model.unet, self.terms("theta")):
+                J = J + loss
             if not self.meta_terms():
                 return J
             # trained weights enter as themselves, the others as fresh leaves the inner step may move
@@ -243,9 +251,8 @@ class Meta(Method):
                 grads = torch.autograd.grad(loss, list(fast.values()), create_graph=second_order,
                                             allow_unused=True)
                 fast = {n: v if gr is None else v - c.inner_lr * gr for (n, v), gr in zip(fast.items(), grads)}
-            for w, data in self.terms("ft"):
-                for loss in self.losses(model, _At(model.unet, fast), data):
-                    J = J - w * loss
+            for loss in self.losses(model, _At(model.unet, fast), self.terms("ft")):
+                J = J + loss
         return J
 
 
@@ -261,15 +268,29 @@ class _At:
         return functional_call(self.unet, self.weights, args, kwargs)
 
 
-def _accumulate(params: list, grads, scale: float) -> None:
+def _accumulate(params: list, grads) -> None:
     with torch.no_grad():
         for p, grad in zip(params, grads):
             if grad is None:
                 continue
             if p.grad is None:
-                p.grad = scale * grad
+                p.grad = grad
             else:
-                p.grad.add_(grad, alpha=scale)
+                p.grad.add_(grad)
+
+
+def _groups(parts: list, limit: int) -> Iterator[list]:
+    """Consecutive runs of ``parts`` of at most ``limit`` images each (a larger part alone; 0 = one run)."""
+    group, size = [], 0
+    for part in parts:
+        n = part[2].shape[0]
+        if group and limit and size + n > limit:
+            yield group
+            group, size = [], 0
+        group.append(part)
+        size += n
+    if group:
+        yield group
 
 
 def _base_table(scale: str, base: Method) -> dict:

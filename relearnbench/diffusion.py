@@ -98,19 +98,25 @@ def loss_target(model: Model, x0: torch.Tensor, noise: torch.Tensor, t: torch.Te
 
 def predict(unet, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """ε_θ(x_t, t, c) in float32 whatever the UNet's dtype."""
-    return unet(x_t.to(unet.dtype), t, encoder_hidden_states=c.to(unet.dtype)).sample.float()
+    dtype = unet.dtype  # a walk over the modules in diffusers: once per call
+    return unet(x_t.to(dtype), t, encoder_hidden_states=c.to(dtype)).sample.float()
 
 
 def denoising_loss(model: Model, x0: torch.Tensor, c: torch.Tensor, unet=None,
                    generator: Optional[torch.Generator] = None, t: Optional[torch.Tensor] = None) -> torch.Tensor:
     """L_DM(θ; x0, c) = E_{t, ε} ‖target(x0, ε, t) − ε_θ(x_t, t, c)‖², one Monte-Carlo sample per item."""
     unet = unet or model.unet
-    x0 = x0.to(unet.device)
+    x_t, t, target = noised(model, x0.to(unet.device), generator, t)
+    return F.mse_loss(predict(unet, x_t, t, c.to(x_t.device)), target)
+
+
+def noised(model: Model, x0: torch.Tensor, generator: Optional[torch.Generator] = None,
+           t: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_t, t, target) of the denoising loss: ε, then t (unless given) drawn from ``generator``."""
     noise = torch.randn(x0.shape, generator=generator).to(x0.device)
     if t is None:
         t = sample_timesteps(model, x0.shape[0], generator)
-    x_t = add_noise(model, x0, noise, t)
-    return F.mse_loss(predict(unet, x_t, t, c.to(unet.device)), loss_target(model, x0, noise, t))
+    return add_noise(model, x0, noise, t), t, loss_target(model, x0, noise, t)
 
 
 def cfg(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:

@@ -65,6 +65,28 @@ def test_first_order_subtracts_the_forget_gradient_at_the_copy(sign, build, ctx,
     assert (loss(model) - loss(tiny_model())) * sign > 0
 
 
+@pytest.mark.parametrize("forward_batch", [0, 3])
+def test_terms_evaluated_together_equal_each_term_alone(forward_batch, build, ctx):
+    """The terms' batches go through the UNet together (in calls of ``forward_batch`` images, one
+    batch larger than that alone): their weighted sum is the loss of each batch
+    alone with the same draws (batches, then ε and t per batch, term after term)."""
+    meta = dict(term_batches=2, batch_size=2, timesteps=(5, 50), forward_batch=forward_batch)
+    method = build("none+meta", meta=dict(meta, **ALL_TERMS, retain=True))
+    model = tiny_model()
+    method.data = method._data(model, tiny_concept(), ctx)
+    terms = [(0.5, method.data["related"]), (-2.0, method.data["forget_test"])]
+    method.generator = torch.Generator().manual_seed(1)
+    calls = list(method.losses(model, model.unet, terms))
+    g = torch.Generator().manual_seed(1)
+    alone = 0.0
+    for w, data in terms:
+        for x0, c in data.batches(2, 2, g):
+            for t in (5, 50):
+                alone += w * denoising_loss(model, x0, c, generator=g, t=torch.full((2,), t))
+    assert len(calls) == (1 if forward_batch == 0 else 8)
+    assert torch.allclose(sum(calls), alone, rtol=1e-5, atol=1e-6)
+
+
 def test_retain_control_is_meta_without_its_meta_terms(build, ctx):
     weights = []
     for name, meta in (("esd+retain", {}), ("esd+meta", dict(forget_term=False, retain_diff=False)), ("esd+meta", {})):
