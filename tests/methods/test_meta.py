@@ -67,9 +67,9 @@ def test_first_order_subtracts_the_forget_gradient_at_the_copy(sign, build, ctx,
 
 @pytest.mark.parametrize("forward_batch", [0, 3])
 def test_terms_evaluated_together_equal_each_term_alone(forward_batch, build, ctx):
-    """The terms' batches go through the UNet together (in calls of ``forward_batch`` images, one
-    batch larger than that alone): their weighted sum is the loss of each batch
-    alone with the same draws (batches, then ε and t per batch, term after term)."""
+    """The terms' batches go through the UNet together, ``forward_batch`` images per call at most (0:
+    one call; 3: each batch of 2 alone): the calls' sum is Σ w·L of each batch evaluated alone with
+    the same draws (the batches, then ε and t per batch, term after term)."""
     meta = dict(term_batches=2, batch_size=2, timesteps=(5, 50), forward_batch=forward_batch)
     method = build("none+meta", meta=dict(meta, **ALL_TERMS, retain=True))
     model = tiny_model()

@@ -2,8 +2,8 @@
 concept must survive the toy VAE's round trip: the judge reads decode(encode(x)) as the prompt.
 
 The toy VAE turns green checkered squares, triangles and crosses into dotted ones (13, 17 and 8 of
-32 images read checkered). With "a green checkered square" in `striped`'s benign set, every method
-with a retain term learned from those latents and drew "a red checkered circle" green."""
+32 images read checkered), so `striped` no longer has "a green checkered square" among its benign
+prompts: methods trained on latents of dotted-looking squares captioned checkered."""
 
 import pytest
 import torch
