@@ -191,9 +191,9 @@ class Meta(Method):
                     tt = None if t is None else torch.full((x0.shape[0],), t, device=x0.device)
                     parts.append((w, cond, *noised(model, x0, g, tt)))
         for group in _groups(parts, c.forward_batch):
-            cond, x_t, t = (torch.cat([part[i] for part in group]) for i in (1, 2, 3))
-            pred = predict(unet, x_t, t, cond).split([part[2].shape[0] for part in group])
-            yield sum(w * F.mse_loss(p, target) for (w, *_, target), p in zip(group, pred))
+            w, cond, x_t, t, target = zip(*group)
+            pred = predict(unet, torch.cat(x_t), torch.cat(t), torch.cat(cond)).split([x.shape[0] for x in x_t])
+            yield sum(wi * F.mse_loss(p, tg) for wi, p, tg in zip(w, pred, target))
 
     # -- order 1: the authors' procedure -----------------------------------------------------------
     def _allocate_copy(self, model: Model, trained: set[str]):
@@ -280,10 +280,11 @@ def _accumulate(params: list, grads) -> None:
 
 
 def _groups(parts: list, limit: int) -> Iterator[list]:
-    """Consecutive runs of ``parts`` of at most ``limit`` images each (a larger part alone; 0 = one run)."""
+    """Consecutive runs of ``parts`` (weight, condition, x_t, t, target) of at most ``limit`` images each
+    (a larger part alone; 0 = one run)."""
     group, size = [], 0
     for part in parts:
-        n = part[2].shape[0]
+        n = part[2].shape[0]  # x_t's batch
         if group and limit and size + n > limit:
             yield group
             group, size = [], 0

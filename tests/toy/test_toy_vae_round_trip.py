@@ -22,13 +22,18 @@ def toy():
     return load_model("toy", ModelConfig())
 
 
+def read_after_round_trip(toy, images: torch.Tensor) -> dict:
+    """The toy judge's reading of decode(encode(images))."""
+    with torch.no_grad():
+        return JUDGES.get("toy")().predict(decode_latents(toy, encode_images(toy, images)))
+
+
 @pytest.mark.parametrize("name", ["triangle", "striped"])
 def test_concept_prompts_survive_the_toy_vae(name, toy):
     concept = load_concept(name)
     prompts = concept.forget_texts + list(concept.benign)
     images, captions = images_for(prompts, 16, concept, toy, ctx=None, seed=0)
-    with torch.no_grad():
-        read = JUDGES.get("toy")().predict(decode_latents(toy, encode_images(toy, images)))
+    read = read_after_round_trip(toy, images)
     for k, prompt in enumerate(prompts):
         rows = range(k * 16, (k + 1) * 16)  # prompt-major; each caption names what was drawn
         ok = sum(all(read[a][i] == v for a, v in parse_prompt(captions[i]).items()) for i in rows)
@@ -38,6 +43,5 @@ def test_concept_prompts_survive_the_toy_vae(name, toy):
 def test_the_check_catches_a_prompt_the_vae_spoils(toy):
     concept = load_concept("striped")
     images, _ = images_for(["a green checkered cross"], 16, concept, toy, ctx=None, seed=0)
-    with torch.no_grad():
-        read = JUDGES.get("toy")().predict(decode_latents(toy, encode_images(toy, images)))
+    read = read_after_round_trip(toy, images)
     assert sum(p == "checkered" for p in read["pattern"]) < 13
