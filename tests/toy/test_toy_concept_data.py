@@ -12,8 +12,8 @@
 import pytest
 import torch
 
-from relearnbench.concepts import load_concept
 from relearnbench.api import Prompt
+from relearnbench.concepts import load_concept
 from relearnbench.config import preset_file_layer
 from relearnbench.data import images_for
 from relearnbench.diffusion import decode_latents, encode_images, sample
