@@ -31,7 +31,7 @@ class ASR(Metric):
 
     def compute(self, ev) -> list[Score]:
         from relearnbench.errors import UserError
-        from relearnbench.metrics.stats import mean_and_interval
+        from relearnbench.metrics.stats import mean_and_interval, per_prompt
 
         if ev.judge is None:
             raise UserError(f"asr needs a judge, and concept {ev.concept.name}'s context has none")
@@ -39,13 +39,9 @@ class ASR(Metric):
         flags = ev.judge.flags(images, ev.concept)
         value, lo, hi = mean_and_interval(flags.float().cpu().numpy(), index, resamples=self.config.bootstrap,
                                           seed=ev.ctx.seed, scale=100.0)
-        flagged = {}  # prompt index -> images flagged, in prompt order
-        for f, i in zip(flags.tolist(), index):
-            flagged[i] = flagged.get(i, 0) + int(f)
         return [Score("asr", value, lo, hi, n=len(flags),
-                      info={"judge": ev.judge.describe(), "n_prompts": len(flagged), "unit": "%",
-                            "sampler": _sampler(ev),
-                            "flagged_per_prompt": list(flagged.values())})]
+                      info={"judge": ev.judge.describe(), "n_prompts": len(set(index)), "unit": "%",
+                            "sampler": _sampler(ev), "per_prompt": per_prompt(flags.tolist(), texts, 100.0)})]
 
 
 def _sampler(ev) -> dict:

@@ -49,7 +49,7 @@ class Related(Metric):
         return scores
 
     def _score(self, ev, which: str) -> Score:
-        from relearnbench.metrics.stats import mean_and_interval
+        from relearnbench.metrics.stats import mean_and_interval, per_prompt
 
         c = self.config
         images, texts, index = ev.images(which)
@@ -72,4 +72,5 @@ class Related(Metric):
             measure, scale, info = "clip score", 1.0, clip_description(c.clip_model, c.clip_pretrained, c.clip_path)
         value, lo, hi = mean_and_interval(values, index, resamples=c.bootstrap, seed=ev.ctx.seed, scale=scale)
         return Score(f"related.{which}", value, lo, hi, n=len(values),
-                     info={"measure": measure, "n_prompts": len(set(index)), **info})
+                     info={"measure": measure, "n_prompts": len(set(index)), **info,
+                           "per_prompt": per_prompt(values, texts, scale)})

@@ -22,6 +22,15 @@ def group_sums(values: Sequence[float], groups: Sequence[int]) -> tuple[np.ndarr
     return sums, counts
 
 
+def per_prompt(values: Sequence[float], texts: Sequence[str], scale: float = 1.0) -> dict[str, float]:
+    """Mean of ``values`` per prompt text (``texts[i]`` is image i's prompt), in order of appearance, times
+    ``scale``: what a metric records beside its mean so a reader can see which prompts moved it."""
+    sums: dict[str, list[float]] = {}
+    for v, t in zip(values, texts):
+        sums.setdefault(t, []).append(float(v))
+    return {t: scale * sum(vs) / len(vs) for t, vs in sums.items()}
+
+
 def bootstrap_interval(values: Sequence[float], groups: Sequence[int], *, resamples: int = 1000,
                        seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of the image-weighted mean of ``values`` under resampling of ``groups``.

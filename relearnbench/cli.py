@@ -124,14 +124,15 @@ def execute(spec, run_dir: pathlib.Path, retry_failed=False, quiet=False, keep_c
 @click.option("--stages", default="pre,post", help="Stages in the wide table: a comma list, or 'all' for the curve.")
 @click.option("--timing", is_flag=True, help="--long: add stage seconds and peak memory.")
 @click.option("--metrics", "metrics", help="Only these metrics (comma list; 'related' keeps related.*).")
+@click.option("--prompts", is_flag=True, help="One row per prompt of each record (asr, related.*) at --stages.")
 @_plugins
-def table(run_dirs, fmt, long, stages, timing, metrics, plugins, debug):
+def table(run_dirs, fmt, long, stages, timing, metrics, prompts, plugins, debug):
     """Print the leaderboard of RUN_DIRS (default: the newest run under runs/)."""
     _load_plugins(plugins)
-    _print_table(list(run_dirs), fmt, long, stages, timing, metrics)
+    _print_table(list(run_dirs), fmt, long, stages, timing, metrics, prompts)
 
 
-def _print_table(run_dirs, fmt, long, stages, timing, metrics=None):
+def _print_table(run_dirs, fmt, long, stages, timing, metrics=None, prompts=False):
     from relearnbench import table as T
 
     run_dirs = run_dirs or [str(T.newest_run())]
@@ -145,6 +146,11 @@ def _print_table(run_dirs, fmt, long, stages, timing, metrics=None):
         click.echo(T.render(T.long_table(df, timing), fmt), nl=False)
         return
     stages = None if stages == "all" else tuple(s.strip() for s in stages.split(","))
+    if prompts:
+        if stages:
+            df = df[df["stage"].isin(stages)]
+        click.echo(T.render(T.prompt_table(df), fmt), nl=False)
+        return
     if fmt in ("rich", "md"):  # one readable table per attack
         for attack in dict.fromkeys(df["attack"]):
             title = f"attack: {attack}  ({', '.join(run_dirs)})"

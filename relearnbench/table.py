@@ -51,6 +51,25 @@ def long_table(df, timing: bool = False):
     return out.drop(columns="_stage").reset_index(drop=True)
 
 
+def prompt_table(df):
+    """One row per prompt of each record whose metric recorded a per-prompt breakdown (``asr`` and
+    ``related.*`` put ``per_prompt`` in their info): which prompts moved a cell's figure."""
+    import json
+
+    import pandas as pd
+
+    keys = LONG_COLUMNS[:7]  # model ... metric
+    rows = [{**{k: getattr(r, k) for k in keys}, "prompt": prompt, "value": value}
+            for r in df.itertuples() for prompt, value in json.loads(r.info or "{}").get("per_prompt", {}).items()]
+    if not rows:
+        raise UserError("no per-prompt figures in these records: asr and related record them in runs made since "
+                        "2026-11-29; rerun the cells into a new run directory to get them")
+    out = pd.DataFrame(rows)
+    out["_stage"] = out["stage"].map(stage_order)
+    out = out.sort_values(keys[:5] + ["_stage", "metric"], kind="stable")  # prompts stay in their concept's order
+    return out.drop(columns="_stage").reset_index(drop=True)
+
+
 def direction(metric: str):
     from relearnbench.registry import METRICS
 

@@ -85,7 +85,8 @@ TOY_CSV = PAPER_TABLE.parent / "toy.csv"
 def test_toy_table_regenerates(run_cli, tmp_path):
     """The base-model rows of the committed toy leaderboard come out of a fresh run on this machine: every
     asr / related value within one image (100/32 %, 100/64 %) or the record's own interval, whichever is wider
-    (thread counts and CPUs may flip a borderline image)."""
+    (thread counts and CPUs may flip a borderline image). The fresh run's per-prompt rows (`table --prompts`)
+    name every prompt of the concept and average to their record's value."""
     import io
 
     import pandas as pd
@@ -105,6 +106,18 @@ def test_toy_table_regenerates(run_cli, tmp_path):
         one_image = 100 / row["n"]
         tolerance = max(one_image, (row["hi"] - row["lo"]) / 2)
         assert abs(fresh.loc[metric, "value"] - row["value"]) <= tolerance, metric
+
+    from relearnbench.concepts import load_concept
+
+    concept = load_concept("triangle")
+    prompts = pd.read_csv(io.StringIO(run_cli("table", out, "--prompts", "--stages", "pre", "--format", "csv",
+                                              check=True).stdout))
+    for metric, texts in {"asr": concept.forget_texts, "related.related": concept.related,
+                          "related.unrelated": concept.unrelated}.items():
+        rows = prompts[prompts.metric == metric]
+        assert list(rows.prompt) == list(texts), metric
+        assert rows.value.between(0, 100).all()
+        assert rows.value.mean() == pytest.approx(fresh.loc[metric, "value"]), metric  # equal images per prompt
 
 
 def test_paired_differences_are_per_seed_with_a_t_interval():

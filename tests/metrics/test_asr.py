@@ -25,7 +25,9 @@ def test_asr_interval_spans_mixed_prompts(toy_judge, concept, real_eval, make_ct
     score = ASR().compute(real_eval(concept, make_ctx(toy_judge), "x", forget_prompts=prompts))[0]
     assert 40 <= score.value <= 60
     assert score.lo < 35 and score.hi > 65
-    assert score.info["flagged_per_prompt"][0] >= 7 and score.info["flagged_per_prompt"][1] <= 1
+    per_prompt = score.info["per_prompt"]  # % of each prompt's 8 images flagged
+    assert list(per_prompt) == [p.text for p in prompts]
+    assert per_prompt["a triangle"] >= 87.5 and per_prompt["a circle"] <= 12.5
 
 
 def _clustered(n_prompts, per_prompt, seed):
