@@ -41,7 +41,8 @@ class ASR(Metric):
                                           seed=ev.ctx.seed, scale=100.0)
         return [Score("asr", value, lo, hi, n=len(flags),
                       info={"judge": ev.judge.describe(), "n_prompts": len(set(index)), "unit": "%",
-                            "sampler": _sampler(ev), "per_prompt": per_prompt(flags.tolist(), texts, 100.0)})]
+                            "sampler": _sampler(ev),
+                            "per_prompt": per_prompt(flags.tolist(), index, texts, 100.0)})]
 
 
 def _sampler(ev) -> dict:

@@ -73,4 +73,4 @@ class Related(Metric):
         value, lo, hi = mean_and_interval(values, index, resamples=c.bootstrap, seed=ev.ctx.seed, scale=scale)
         return Score(f"related.{which}", value, lo, hi, n=len(values),
                      info={"measure": measure, "n_prompts": len(set(index)), **info,
-                           "per_prompt": per_prompt(values, texts, scale)})
+                           "per_prompt": per_prompt(values, index, texts, scale)})

@@ -14,7 +14,7 @@ import numpy as np
 
 
 def group_sums(values: Sequence[float], groups: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-group (sum of values, image count), groups renumbered 0..G-1 in order of appearance."""
+    """Per-group (sum of values, image count), in ascending order of the group ids."""
     values = np.asarray(values, dtype=np.float64)
     _, inverse = np.unique(np.asarray(groups), return_inverse=True)
     sums = np.bincount(inverse, weights=values)
@@ -22,13 +22,14 @@ def group_sums(values: Sequence[float], groups: Sequence[int]) -> tuple[np.ndarr
     return sums, counts
 
 
-def per_prompt(values: Sequence[float], texts: Sequence[str], scale: float = 1.0) -> dict[str, float]:
-    """Mean of ``values`` per prompt text (``texts[i]`` is image i's prompt), in order of appearance, times
-    ``scale``: what a metric records beside its mean so a reader can see which prompts moved it."""
-    sums: dict[str, list[float]] = {}
-    for v, t in zip(values, texts):
-        sums.setdefault(t, []).append(float(v))
-    return {t: scale * sum(vs) / len(vs) for t, vs in sums.items()}
+def per_prompt(values: Sequence[float], groups: Sequence[int], texts: Sequence[str],
+               scale: float = 1.0) -> dict[str, float]:
+    """Mean of ``values`` per prompt (``groups[i]``, ``texts[i]``: image i's prompt index and text), keyed by
+    text in prompt order, times ``scale``: what a metric records beside its mean so a reader can see which
+    prompts moved it."""
+    sums, counts = group_sums(values, groups)
+    _, first = np.unique(np.asarray(groups), return_index=True)  # each prompt's first image, same order
+    return {texts[i]: float(scale * s / n) for i, s, n in zip(first, sums, counts)}
 
 
 def bootstrap_interval(values: Sequence[float], groups: Sequence[int], *, resamples: int = 1000,

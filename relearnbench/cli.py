@@ -142,6 +142,8 @@ def _print_table(run_dirs, fmt, long, stages, timing, metrics=None, prompts=Fals
         df = df[[m in wanted or m.split(".")[0] in wanted for m in df["metric"]]]
         if df.empty:
             raise UserError(f"--metrics {metrics}: no such metric in {', '.join(run_dirs)}")
+    if long and prompts:
+        raise UserError("--long and --prompts are two different tables: give one of them")
     if long:
         click.echo(T.render(T.long_table(df, timing), fmt), nl=False)
         return

@@ -118,6 +118,8 @@ def test_toy_table_regenerates(run_cli, tmp_path):
         assert list(rows.prompt) == list(texts), metric
         assert rows.value.between(0, 100).all()
         assert rows.value.mean() == pytest.approx(fresh.loc[metric, "value"]), metric  # equal images per prompt
+    both = run_cli("table", out, "--prompts", "--long")
+    assert both.returncode != 0 and "--long and --prompts" in both.stderr
 
 
 def test_paired_differences_are_per_seed_with_a_t_interval():
