@@ -16,8 +16,8 @@ def register_all():
                              description=f"ESD-{train} with negative guidance {eta}")
     METHODS.register("salun", f"{M}.salun:SalUn", description="Saliency Unlearning (Fan et al. 2024): masked remapping loss")
     METHODS.register("uce", f"{M}.uce:UCE", description="Unified Concept Editing (Gandikota et al. 2024), closed form")
-    METHODS.add_suffix("meta", _wrap)  # X+meta: the meta-unlearning objective of Gao et al. around X
-    METHODS.add_suffix("retain", _wrap)  # X+retain: its control, the retain terms without the meta terms
+    METHODS.add_suffix("meta", _wrap, "the meta-unlearning objective (Gao et al., arXiv 2410.12777) around the method")
+    METHODS.add_suffix("retain", _wrap, "the control: meta's retain terms without its meta terms")
 
     # -- attacks -------------------------------------------------------------------------------
     ATTACKS.register("none", f"{A}.none:NoAttack", description="no attack: the unlearned model as released")

@@ -33,8 +33,9 @@ class Registry(Generic[T]):
         self.group = f"relearnbench.{kind}"
         self._entries: dict[str, Entry] = {}
         self._entry_points_loaded = False
-        # name -> resolver(name) for composite names such as "esd+meta"
+        # suffix -> resolver(base, suffix) for composite names such as "esd+meta", and its description
         self._suffixes: dict[str, Callable[[str, str], Any]] = {}
+        self._suffix_descriptions: dict[str, str] = {}
 
     # -- registering -------------------------------------------------------------------------
     def register(self, name: str, target: Any = None, *, description: str = "", **meta):
@@ -56,9 +57,14 @@ class Registry(Generic[T]):
             raise UserError(f"{self.kind[:-1]} name {name!r} may not contain '+' (reserved for wrappers)")
         self._entries[name] = Entry(name, target, description, meta)
 
-    def add_suffix(self, suffix: str, resolver: Callable[[str, str], Any]):
+    def add_suffix(self, suffix: str, resolver: Callable[[str, str], Any], description: str = ""):
         """``NAME+suffix`` resolves through ``resolver(base_name, suffix)``."""
         self._suffixes[suffix] = resolver
+        self._suffix_descriptions[suffix] = description
+
+    def suffixes(self) -> dict[str, str]:
+        """The wrappers, ``{suffix: description}``."""
+        return dict(self._suffix_descriptions)
 
     def _load_entry_points(self):
         if self._entry_points_loaded:
