@@ -218,3 +218,21 @@ def test_setting_changed_names_the_first_difference_and_ignores_one_sided_keys()
     assert setting_changed(old, {**old, "metrics": {"asr": {"v": 2}}}) == "metrics.asr.v: 1 -> 2"
     toy_judge = {**old, "judge": {"judge": "toy"}}
     assert setting_changed({**old, "judge": None}, toy_judge) == "judge: None -> {'judge': 'toy'}"
+
+
+@pytest.mark.parametrize("name", ["quick", "full", "methods", "paper-sd14"])
+def test_shipped_grid_plans(name):
+    """Every shipped grid names plugins and concepts that exist and presets that resolve. paper-sd14 also needs
+    the nudity prompt CSV, which is not shipped: planning it asks for exactly that."""
+    from relearnbench.errors import UserError
+    from relearnbench.runner import plan
+    from relearnbench.spec import build_spec, known_grids, load_grid
+
+    assert set(known_grids()) == {"quick", "full", "methods", "paper-sd14"}  # a new grid belongs in this list
+    spec = build_spec(load_grid(name), {}, {})
+    if name == "paper-sd14":
+        with pytest.raises(UserError, match="concept nudity has no forget prompts"):
+            plan(spec)
+        return
+    p = plan(spec)
+    assert {(kind, n) for kind, n, _ in p.plugins} >= {("methods", m) for m in spec.methods}
