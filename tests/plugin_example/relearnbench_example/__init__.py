@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 
 import torch
-
 import torch.nn.functional as F
 
 from relearnbench.api import Attack, LossMethod, Method, Metric, Score
@@ -61,6 +60,7 @@ class Ablate(LossMethod):
         stop = int(torch.randint(c.ddim_steps, (1,), generator=g))
         with torch.no_grad():
             x_t, t = ddim_to_step(model, self.anchor, self.uncond, stop, c.ddim_steps, c.guidance, generator=g)
+            t = t.to(x_t.device)
             target = predict(model.unet, x_t, t, self.anchor)
         forget = self.concept[torch.randint(len(self.concept), (1,), generator=g).to(self.concept.device)]
         return F.mse_loss(predict(model.unet, x_t, t, forget), target)
