@@ -190,7 +190,7 @@ def ls(kind, pattern, plugins, debug):
             click.echo(f"  {name:<18} {desc}")
         suffixes = REGISTRIES[k].suffixes() if k in REGISTRIES else {}
         if suffixes and rows:
-            click.echo(f"wrappers of any {k[:-1]} above (e.g. {rows[0][0]}+{next(iter(suffixes))}):")
+            click.echo(f"wrappers ({', '.join('NAME+' + s for s in suffixes)}) of any {k[:-1]} above:")
             for suffix, desc in suffixes.items():
                 click.echo(f"  {'+' + suffix:<18} {desc}")
 
