@@ -33,9 +33,8 @@ class Registry(Generic[T]):
         self.group = f"relearnbench.{kind}"
         self._entries: dict[str, Entry] = {}
         self._entry_points_loaded = False
-        # suffix -> resolver(base, suffix) for composite names such as "esd+meta", and its description
-        self._suffixes: dict[str, Callable[[str, str], Any]] = {}
-        self._suffix_descriptions: dict[str, str] = {}
+        # suffix -> (resolver(base, suffix), description) for composite names such as "esd+meta"
+        self._suffixes: dict[str, tuple[Callable[[str, str], Any], str]] = {}
 
     # -- registering -------------------------------------------------------------------------
     def register(self, name: str, target: Any = None, *, description: str = "", **meta):
@@ -59,12 +58,11 @@ class Registry(Generic[T]):
 
     def add_suffix(self, suffix: str, resolver: Callable[[str, str], Any], description: str = ""):
         """``NAME+suffix`` resolves through ``resolver(base_name, suffix)``."""
-        self._suffixes[suffix] = resolver
-        self._suffix_descriptions[suffix] = description
+        self._suffixes[suffix] = (resolver, description)
 
     def suffixes(self) -> dict[str, str]:
         """The wrappers, ``{suffix: description}``."""
-        return dict(self._suffix_descriptions)
+        return {suffix: description for suffix, (_, description) in self._suffixes.items()}
 
     def _load_entry_points(self):
         if self._entry_points_loaded:
@@ -114,7 +112,7 @@ class Registry(Generic[T]):
         self.check(name)
         base, _, suffix = name.partition("+")
         if suffix:
-            return self._suffixes[suffix](base, suffix)
+            return self._suffixes[suffix][0](base, suffix)
         e = self._entries[base]
         if isinstance(e.target, str):
             e.target = _import(e.target)
