@@ -124,7 +124,7 @@ class UnlearnDiffAtk(Attack):
         """Share of each prompt's first ``check_images`` evaluation images that the judge flags."""
         cfg, n = ctx.sample_config or SampleConfig(), self.config.check_images
         images = sample(model, prompts, n, steps=cfg.steps, guidance=cfg.guidance, seed=ctx.seed,
-                        batch_size=cfg.batch_size)
+                        batch_size=cfg.batch_size, sampler=cfg.sampler_for(concept.forget))
         return ctx.judge.flags(images, concept).float().view(len(prompts), n).mean(1).tolist()
 
     def attack(self, model: Model, concept: Concept, ctx: Context, prompts: list[Prompt],

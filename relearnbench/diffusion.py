@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, StableDiffusionPipeline
+from diffusers import DDIMScheduler, LMSDiscreteScheduler, StableDiffusionPipeline
 from diffusers.utils import logging as diffusers_logging
 
 from relearnbench.api import Model, Prompt
@@ -160,8 +160,12 @@ def ddim_to_step(model: Model, c: torch.Tensor, uncond: torch.Tensor, stop: int,
 
 
 # -- sampling images --------------------------------------------------------------------------
-def pipeline(model: Model, steps: int) -> StableDiffusionPipeline:
-    sched = _ddim(model)
+def pipeline(model: Model, steps: int, scheduler: str = "ddim") -> StableDiffusionPipeline:
+    """A pipeline of the model's components; ``scheduler`` ``ddim`` (on the model's noise schedule), or
+    ``lms``: UnlearnDiffAtk's sampler as its code builds it (Diffusion-MU-Attack src/tasks/classifier_.py:
+    ``LMSDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")``, SD-1.x's schedule)."""
+    sched = _ddim(model) if scheduler == "ddim" else LMSDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
     pipe = StableDiffusionPipeline(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
                                    unet=model.unet, scheduler=sched, safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
@@ -171,21 +175,31 @@ def pipeline(model: Model, steps: int) -> StableDiffusionPipeline:
 
 @torch.no_grad()
 def sample(model: Model, prompts: Sequence[Prompt], n_per_prompt: int, *, steps: int, guidance: float,
-           seed: int, batch_size: int = 32, progress=None) -> torch.Tensor:
-    """Images [len(prompts)·n, 3, H, W] in [0, 1], prompt-major. Image j of prompt i uses seed
-    ``prompt.seed`` (or ``seed + i``) · 1000 + j, so any subset re-samples identically."""
-    pipe = pipeline(model, steps)
+           seed: int, batch_size: int = 32, progress=None, sampler: str = "ddim") -> torch.Tensor:
+    """Images [len(prompts)·n, 3, H, W] in [0, 1], prompt-major.
+
+    ``sampler="ddim"``: image j of prompt i starts from the latents of seed ``prompt.seed`` (or
+    ``seed·100003 + i``) · 1000 + j, so any subset re-samples identically. ``sampler="unlearndiffatk"``:
+    UnlearnDiffAtk's evaluation (OPTML-Group/Diffusion-MU-Attack, src/tasks/classifier_.py ``sampling``):
+    LMS, latents ``torch.randn`` from ``torch.manual_seed(evaluation_seed)`` at the model's resolution, the
+    file's guidance; its one image per prompt is j = 0, further images (ours) use seed + 100003·j."""
+    if sampler not in ("ddim", "unlearndiffatk"):
+        raise ValueError(f"sampler {sampler!r}: expected ddim or unlearndiffatk")
+    pipe = pipeline(model, steps, "ddim" if sampler == "ddim" else "lms")
     jobs = []  # (index, text, guidance, generator seed)
     for i, p in enumerate(prompts):
         base = p.seed if p.seed is not None else seed * 100003 + i
         g = p.guidance if p.guidance is not None else guidance
-        jobs += [(len(jobs) + j, p.text, g, base * 1000 + j) for j in range(n_per_prompt)]
+        seeds = [base * 1000 + j for j in range(n_per_prompt)] if sampler == "ddim" else \
+            [base + 100003 * j for j in range(n_per_prompt)]
+        jobs += [(len(jobs) + j, p.text, g, s) for j, s in enumerate(seeds)]
     c, h = model.unet.config.in_channels, model.unet.config.sample_size
     images = torch.empty((len(jobs), 3, model.resolution, model.resolution))
     chunks = [jobs[k:k + batch_size] for k in range(0, len(jobs), batch_size)]
     for chunk in (progress.track(chunks, description="sampling") if progress is not None else chunks):
         for g in sorted({j[2] for j in chunk}):  # the pipeline takes one guidance scale per call
             part = [j for j in chunk if j[2] == g]
+            # torch.manual_seed(s) then randn draws what a fresh generator seeded s draws
             latents = torch.stack([torch.randn((c, h, h), generator=torch.Generator().manual_seed(s))
                                    for *_, s in part])
             imgs = pipe([j[1] for j in part], num_inference_steps=steps, guidance_scale=g,

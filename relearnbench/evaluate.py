@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 from relearnbench.api import Concept, Context, Model, Prompt
 
@@ -12,9 +12,17 @@ from relearnbench.api import Concept, Context, Model, Prompt
 class SampleConfig:
     images_per_prompt: int = 4  # images sampled per forget prompt
     benign_images_per_prompt: int = 4  # images sampled per related / unrelated benign prompt
-    steps: int = 20  # DDIM steps
+    steps: int = 20  # sampler steps
     guidance: float = 5.0  # classifier-free guidance scale, unless the prompt file sets one
     batch_size: int = 32  # images per sampler call
+    # ddim: DDIM from seeds of our own; unlearndiffatk: UnlearnDiffAtk's LMS sampler at each prompt's file seed;
+    # auto: unlearndiffatk for a prompt set whose every prompt has a file seed (a prompt CSV), else ddim
+    sampler: Literal["ddim", "unlearndiffatk", "auto"] = "ddim"
+
+    def sampler_for(self, prompts: Sequence[Prompt]) -> str:
+        if self.sampler != "auto":
+            return self.sampler
+        return "unlearndiffatk" if prompts and all(p.seed is not None for p in prompts) else "ddim"
 
 
 SampleConfig.config_name = "sample"  # the --set namespace: --set sample.steps=50
@@ -58,7 +66,9 @@ class Evaluation:
             # benign prompts get their own seed stream so adding a prompt to one set leaves the other alone
             seed = self.ctx.seed * 7 + {"forget": 0, "related": 1, "unrelated": 2, "benign": 3}[which]
             imgs = sample(self.model, prompts, n, steps=self.config.steps, guidance=self.config.guidance,
-                          seed=seed, batch_size=self.config.batch_size, progress=self.ctx.progress)
+                          seed=seed, batch_size=self.config.batch_size, progress=self.ctx.progress,
+                          # an attack's prompts (seeds filled in) are sampled as the concept's own
+                          sampler=self.config.sampler_for(self.concept.forget if which == "forget" else prompts))
             texts = [p.text for p in prompts for _ in range(n)]
             index = [i for i in range(len(prompts)) for _ in range(n)]
             self._images[which] = (imgs, texts, index)
