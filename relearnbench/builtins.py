@@ -16,6 +16,8 @@ def register_all():
                              description=f"ESD-{train} with negative guidance {eta}")
     METHODS.register("salun", f"{M}.salun:SalUn", description="Saliency Unlearning (Fan et al. 2024): masked remapping loss")
     METHODS.register("uce", f"{M}.uce:UCE", description="Unified Concept Editing (Gandikota et al. 2024), closed form")
+    METHODS.register("checkpoint", f"{M}.checkpoint:Checkpoint",
+                     description="an erased UNet made elsewhere: --set checkpoint.path=P (checkpoint@NAME for several)")
     METHODS.add_suffix("meta", _wrap, "the meta-unlearning objective (Gao et al., arXiv 2410.12777) around the method")
     METHODS.add_suffix("retain", _wrap, "the control: meta's retain terms without its meta terms")
 

@@ -4,6 +4,10 @@ Built-ins are lazy ``"module:Object"`` strings imported on first ``get`` so that
 imports no torch. Third parties register through entry points in the group named like the
 registry (``relearnbench.methods`` ...) or with ``--plugin some.module`` (a module that calls
 ``register``). A duplicate name is an error, never a silent overwrite.
+
+``NAME@LABEL`` is a variant of plugin ``NAME``: the same class under the ``--set`` namespace
+``NAME@LABEL``, so one grid can hold several differently-configured copies of a plugin as rows of
+one table (``checkpoint@esd``, ``checkpoint@uce``: two external checkpoints).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import importlib.metadata
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
@@ -52,8 +57,8 @@ class Registry(Generic[T]):
         if name in self._entries:
             raise UserError(f"{self.kind[:-1]} {name!r} is registered twice "
                             f"({self._entries[name].target!r} and {target!r}); rename one")
-        if "+" in name:
-            raise UserError(f"{self.kind[:-1]} name {name!r} may not contain '+' (reserved for wrappers)")
+        if "+" in name or "@" in name:
+            raise UserError(f"{self.kind[:-1]} name {name!r} may not contain '+' or '@' (wrappers, variants)")
         self._entries[name] = Entry(name, target, description, meta)
 
     def add_suffix(self, suffix: str, resolver: Callable[[str, str], Any], description: str = ""):
@@ -89,15 +94,20 @@ class Registry(Generic[T]):
     def check(self, name: str) -> None:
         """Validate a name (composites included) without importing anything heavy."""
         base, _, suffix = name.partition("+")
+        base, at, label = base.partition("@")
         if base not in self.names():
             raise UserError(f"unknown {self.kind[:-1]} {base!r}; {near_misses(base, self.names())}")
+        if at and not re.fullmatch(r"[A-Za-z0-9_-]+", label):
+            raise UserError(f"{self.kind[:-1]} {name!r}: a variant label is letters, digits, '_' and '-' "
+                            f"(it names the --set namespace {base}@LABEL)")
         if suffix and suffix not in self._suffixes:
             raise UserError(f"{self.kind[:-1]} {name!r}: unknown wrapper '+{suffix}'; "
                             f"known: {', '.join('+' + s for s in self._suffixes) or '(none)'}")
 
     def entry(self, name: str) -> Entry:
-        self.check(name.partition("+")[0])
-        return self._entries[name.partition("+")[0]]
+        base = name.partition("+")[0]
+        self.check(base)
+        return self._entries[base.partition("@")[0]]
 
     def meta(self, name: str) -> dict:
         return dict(self.entry(name).meta)
@@ -113,12 +123,27 @@ class Registry(Generic[T]):
         base, _, suffix = name.partition("+")
         if suffix:
             return self._suffixes[suffix][0](base, suffix)
-        e = self._entries[base]
+        root, at, label = base.partition("@")
+        e = self._entries[root]
         if isinstance(e.target, str):
             e.target = _import(e.target)
             if not e.description:
                 e.description = _first_line(getattr(e.target, "__doc__", ""))
-        return e.target
+        return _variant(e.target, label, self.kind) if at else e.target
+
+
+_VARIANTS: dict[tuple, type] = {}
+
+
+def _variant(cls, label: str, kind: str):
+    """``cls`` under the config namespace ``NAME@LABEL``; one class per variant, so repeated gets agree."""
+    if not isinstance(cls, type) or not getattr(cls, "config_name", ""):
+        raise UserError(f"{kind[:-1]} {getattr(cls, '__name__', cls)!r} has no settings, so no @variants")
+    key = (cls, label)
+    if key not in _VARIANTS:
+        _VARIANTS[key] = type(cls.__name__, (cls,), {"config_name": f"{cls.config_name}@{label}",
+                                                     "__module__": cls.__module__, "__qualname__": cls.__qualname__})
+    return _VARIANTS[key]
 
 
 def _import(path: str):
