@@ -55,10 +55,10 @@ def coerce(path: str, value: Any, tp: Any) -> Any:
             return value
         raise UserError(f"{path}: expected one of {', '.join(map(repr, args))}, got {value!r}")
     if origin in (tuple, list):
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, str):  # --set lora.curve=0,2: each item parsed as a --set value is
+            value = [parse_value(v.strip()) for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"{path}: expected a list, got {value!r}")
+            value = [value]  # --set gradients.timesteps=500: a list of one
         item = args[0] if args else Any
         return tuple(coerce(f"{path}[{i}]", v, item) for i, v in enumerate(value))
     if tp is float:

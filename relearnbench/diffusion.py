@@ -160,6 +160,14 @@ def ddim_to_step(model: Model, c: torch.Tensor, uncond: torch.Tensor, stop: int,
 
 
 # -- sampling images --------------------------------------------------------------------------
+def frozen_dtype(model: Model):
+    """Autocast to the frozen parts' dtype (``--dtype bf16``): the pipeline hands the text encoder's
+    bf16 embeddings to a float32 UNet and its float32 latents to a bf16 VAE, which only autocast
+    reconciles. A no-op at float32."""
+    dtype = model.text_encoder.dtype
+    return torch.autocast(model.unet.device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
 def pipeline(model: Model, steps: int, scheduler: str = "ddim") -> StableDiffusionPipeline:
     """A pipeline of the model's components; ``scheduler`` ``ddim`` (on the model's noise schedule), or
     ``lms``: UnlearnDiffAtk's sampler as its code builds it (Diffusion-MU-Attack src/tasks/classifier_.py:
@@ -202,8 +210,9 @@ def sample(model: Model, prompts: Sequence[Prompt], n_per_prompt: int, *, steps:
             # torch.manual_seed(s) then randn draws what a fresh generator seeded s draws
             latents = torch.stack([torch.randn((c, h, h), generator=torch.Generator().manual_seed(s))
                                    for *_, s in part])
-            imgs = pipe([j[1] for j in part], num_inference_steps=steps, guidance_scale=g,
-                        latents=latents.to(model.unet.device, model.unet.dtype), output_type="pt",
-                        height=model.resolution, width=model.resolution).images
+            with frozen_dtype(model):
+                imgs = pipe([j[1] for j in part], num_inference_steps=steps, guidance_scale=g,
+                            latents=latents.to(model.unet.device, model.unet.dtype), output_type="pt",
+                            height=model.resolution, width=model.resolution).images
             images[[j[0] for j in part]] = imgs.float().cpu()
     return images
