@@ -104,20 +104,32 @@ class Meta(Method):
                 "base": {"class": f"{type(self.base).__module__}.{type(self.base).__qualname__}",
                          "version": self.base.version, "config": config_dict(self.base.config)}}
 
+    def schedule(self) -> tuple[int, float]:
+        """(outer steps, learning rate): ours, else the loss-based base method's."""
+        c, base = self.config, self.base
+        loss_based = isinstance(base, LossMethod)
+        return (c.steps or (base.config.steps if loss_based else 0),
+                c.lr or (getattr(base.config, "lr", 0.0) if loss_based else 0.0))
+
+    def preflight(self, concept, judge) -> list[str]:
+        steps, lr = self.schedule()
+        if steps <= 0 or lr <= 0:
+            return [f"{self.base_name}+{self.suffix}: set meta.steps and meta.lr "
+                    f"({self.base_name} has no steps or learning rate to borrow)"]
+        return self.base.preflight(concept, judge)
+
     # -- the outer loop ----------------------------------------------------------------------------
     def unlearn(self, model: Model, concept: Concept, ctx: Context) -> None:
         c, base = self.config, self.base
         loss_based = isinstance(base, LossMethod)
+        steps, lr = self.schedule()
+        if steps <= 0 or lr <= 0:
+            raise UserError(self.preflight(concept, ctx.judge)[0])
         if loss_based:
             named = base.prepare(model, concept, ctx)
         else:
             base.unlearn(model, concept, ctx)  # the closed-form edit is the starting point
             named = list(model.unet.named_parameters())
-        steps = c.steps or (base.config.steps if loss_based else 0)
-        lr = c.lr or (getattr(base.config, "lr", 0.0) if loss_based else 0.0)
-        if steps <= 0 or lr <= 0:
-            raise UserError(f"{self.base_name}+{self.suffix}: set meta.steps and meta.lr "
-                            f"({self.base_name} has no steps or learning rate to borrow)")
         self.generator = torch.Generator().manual_seed(ctx.seed + 7919)
         self.data = self._data(model, concept, ctx)
         params = [p for _, p in named]

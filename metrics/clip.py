@@ -114,6 +114,7 @@ def _cached_checkpoint(name: str, pretrained: str, cfg: dict) -> pathlib.Path:
         raise UserError(f"open_clip has no pretrained weights {pretrained!r} for {name}; known tags: "
                         f"{', '.join(open_clip.list_pretrained_tags_by_model(name)) or '(none)'}")
     looked = []
+    how = f"run `python -c \"import open_clip; open_clip.create_model('{name}', pretrained='{pretrained}')\"`"
     if cfg.get("hf_hub"):
         from huggingface_hub import try_to_load_from_cache
         from huggingface_hub.constants import HF_HUB_CACHE
@@ -125,15 +126,38 @@ def _cached_checkpoint(name: str, pretrained: str, cfg: dict) -> pathlib.Path:
             if isinstance(hit, str):
                 return pathlib.Path(hit)
         looked.append(f"the Hugging Face cache {HF_HUB_CACHE} ({repo}: {', '.join(names)})")
+        how = f"run `hf download {repo} {names[0]}` (it lands in that cache)"
     if cfg.get("url"):
         cached = pathlib.Path("~/.cache/clip").expanduser() / os.path.basename(cfg["url"])
         if cached.exists():
             return cached
         looked.append(str(cached))
+        if not cfg.get("hf_hub"):
+            how = f"fetch {cfg['url']} to {cached}"
     raise UserError(f"no local copy of open_clip {name} ({pretrained}); looked in {' and '.join(looked)}. "
-                    f"relearnbench never downloads weights: run `python -c \"import open_clip; "
-                    f"open_clip.create_model('{name}', pretrained='{pretrained}')\"` once with internet, "
+                    f"relearnbench never downloads weights: once where there is internet, {how}, "
                     f"or pass a checkpoint file with --set SETTING=FILE")
+
+
+def clip_missing(name: str, pretrained: str, path: str, setting: str) -> list[str]:
+    """The preflight of a CLIP: one line per missing file, or [] when ``load_clip_model`` will find it."""
+    if name == "toy":
+        from relearnbench.models import TOY_DIR
+        from relearnbench.toy.clip import WEIGHTS
+
+        folder = pathlib.Path(path) if path else TOY_DIR / "clip"
+        return [] if (folder / WEIGHTS).exists() else [
+            f"toy CLIP: {folder / WEIGHTS} is missing; rebuild with `relearnbench toy build --out DIR` "
+            f"and pass --set {setting}=DIR/clip"]
+    if path:
+        return [] if pathlib.Path(path).exists() else [f"CLIP checkpoint {path} ({setting}) does not exist"]
+    import open_clip
+
+    try:
+        _cached_checkpoint(name, pretrained, open_clip.get_pretrained_cfg(name, pretrained) if pretrained else {})
+    except UserError as e:
+        return [str(e).replace("SETTING", setting)]
+    return []
 
 
 def _is_torchscript(path: pathlib.Path) -> bool:
@@ -192,6 +216,9 @@ class CLIPScore(Metric):
 
     config_name = "clip"
     version = "1"
+
+    def preflight(self, concept, judge) -> list[str]:
+        return clip_missing(self.config.model, self.config.pretrained, self.config.path, "clip.path")
 
     def compute(self, ev) -> list[Score]:
         from relearnbench.metrics.stats import mean_and_interval

@@ -157,6 +157,25 @@ class FID(Metric):
     config_name = "fid"
     version = "1"
 
+    def preflight(self, concept, judge) -> list[str]:
+        from relearnbench.metrics.judges import ToyJudge
+
+        ref, c = concept.fid_reference, self.config
+        if not ref:
+            return [f"concept {concept.name} declares no fid_reference (\"world\", an image folder, or a clean-fid "
+                    "statistics .npz); set one with --set concept.fid_reference=..."]
+        out = [] if ref == "world" or pathlib.Path(ref).exists() else [
+            f"concept {concept.name}: fid_reference {ref} does not exist"]
+        kind = ("toy_judge" if ref == "world" else "inception") if c.features == "auto" else c.features
+        if kind == "inception":
+            try:
+                InceptionFeatures.find(c.inception_path)
+            except UserError as e:
+                out.append(str(e))
+        elif kind == "toy_judge" and (c.toy_judge_path or not isinstance(judge, ToyJudge)):
+            out += ToyJudge(ToyJudge.Config(path=c.toy_judge_path)).preflight(concept, None)
+        return out
+
     def compute(self, ev) -> list[Score]:
         c = self.config
         reference = ev.concept.fid_reference

@@ -83,6 +83,12 @@ class ToyJudge(Judge):
     def net(self):
         return _toy_net(str(self.folder))
 
+    def preflight(self, concept, judge) -> list[str]:
+        from relearnbench.toy.judge import CONFIG, WEIGHTS
+
+        return [f"toy judge: {self.folder / f} is missing; rebuild with `relearnbench toy build --out DIR` and "
+                f"pass --set toy_judge.path=DIR/judge" for f in (WEIGHTS, CONFIG) if not (self.folder / f).exists()]
+
     @torch.no_grad()
     def _run(self, fn, images: torch.Tensor) -> torch.Tensor | dict:
         from relearnbench.toy.world import SIZE
@@ -296,15 +302,20 @@ class ImageNetJudge(Judge):
             return pathlib.Path(self.config.path)
         return pathlib.Path(torch.hub.get_dir()) / "checkpoints" / pathlib.Path(self._weights().url).name
 
-    def net(self, device):
+    def preflight(self, concept, judge) -> list[str]:
         path = self.weights_path()
-        if not path.exists():
-            raise UserError(
-                f"ImageNet judge: no ResNet-50 weights at {path}. relearnbench never downloads; fetch them once "
+        if path.exists():
+            return []
+        return [f"ImageNet judge: no ResNet-50 weights at {path}. relearnbench never downloads; fetch them once "
                 f"where there is internet (python -c \"import torchvision; torchvision.models.resnet50("
                 f"weights='{self.config.weights}')\"), copy {pathlib.Path(self._weights().url).name} to "
-                f"{path.parent}, or pass --set imagenet.path=FILE.pth")
-        return _resnet50(str(path), self.config.weights).to(device)
+                f"{path.parent}, or pass --set imagenet.path=FILE.pth"]
+
+    def net(self, device):
+        missing = self.preflight(None, self)
+        if missing:
+            raise UserError(missing[0])
+        return _resnet50(str(self.weights_path()), self.config.weights).to(device)
 
     @torch.no_grad()
     def top1(self, images: torch.Tensor) -> torch.Tensor:
@@ -343,6 +354,11 @@ class CLIPZeroShotJudge(Judge):
 
         return load_clip_model(self.config.model, self.config.pretrained, self.config.path, device,
                                setting="clip_zeroshot.path")
+
+    def preflight(self, concept, judge) -> list[str]:
+        from relearnbench.metrics.clip import clip_missing
+
+        return clip_missing(self.config.model, self.config.pretrained, self.config.path, "clip_zeroshot.path")
 
     def flags(self, images: torch.Tensor, concept: Concept) -> torch.Tensor:
         label = _target(concept, "label", "clip_zeroshot")

@@ -38,6 +38,16 @@ class Related(Metric):
     config_name = "related"
     version = "1"
 
+    def preflight(self, concept, judge) -> list[str]:
+        from relearnbench.api import Judge
+        from relearnbench.metrics.clip import clip_missing
+
+        judge_can_tell = judge is not None and type(judge).correct is not Judge.correct
+        if self.config.measure == "judge" or (self.config.measure == "auto" and judge_can_tell):
+            return []
+        return clip_missing(self.config.clip_model, self.config.clip_pretrained, self.config.clip_path,
+                            "related.clip_path")
+
     def compute(self, ev) -> list[Score]:
         scores = []
         for which in ("related", "unrelated"):

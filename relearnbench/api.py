@@ -104,6 +104,12 @@ class Plugin:
     def __init__(self, config=None):
         self.config = config if config is not None else self.Config()
 
+    def preflight(self, concept: Concept, judge: Optional["Judge"]) -> list[str]:
+        """What this plugin will need for ``concept`` (judged by ``judge``) and cannot find: one line per
+        missing file, saying where to put it and how to get it. The run checks every plugin before any
+        cell starts and stops on the first problem. Default: nothing is needed."""
+        return []
+
 
 class Method(Plugin):
     """An unlearning algorithm: edits ``model`` in place."""

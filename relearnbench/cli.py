@@ -98,7 +98,9 @@ def execute(spec, run_dir: pathlib.Path, retry_failed=False, quiet=False, keep_c
     from relearnbench.spec import spec_dict
     from relearnbench.store import Store
 
-    cached_plan(spec)  # validate everything before any work or any file
+    from relearnbench.preflight import preflight
+
+    preflight(cached_plan(spec))  # validate everything before any work or any file
     store = Store(run_dir)
     if not keep_changed:
         check_finished(spec, store)

@@ -53,6 +53,58 @@ def load_sd(name, config: ModelConfig, meta: dict, device="cpu", dtype=None) -> 
     return load_folder(name, folder, preset=meta.get("preset", "sd14"), device=device, dtype=dtype)
 
 
+def _loader(name: str) -> str | None:
+    """The name of the function that loads registered model ``name`` (None for a folder), without importing it."""
+    from relearnbench.registry import MODELS
+
+    if name not in MODELS:
+        return None
+    target = MODELS.entry(name).target
+    return getattr(target, "__name__", str(target).rpartition(":")[2])
+
+
+def model_world(name: str) -> str | None:
+    """What a model draws: "toy" (the toy world's shapes), "sd" (real Stable Diffusion images), or None
+    (random weights, or a third party's loader: any concept goes)."""
+    loader = _loader(name)
+    return "toy" if loader == "load_toy" else "sd" if loader in (None, "load_sd") else None
+
+
+# what load_folder reads: (file, or alternatives of which one must exist)
+FOLDER_FILES = ("model_index.json", "unet/config.json",
+                ("unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.bin"),
+                "vae/config.json", ("vae/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.bin"),
+                "text_encoder/config.json", ("text_encoder/model.safetensors", "text_encoder/pytorch_model.bin"),
+                "tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json")
+
+
+def missing_files(name: str, config: ModelConfig) -> list[str]:
+    """Why model ``name`` cannot load, one line per missing file (the preflight); [] when it can, or when
+    its loader reads no folder (``tiny``, ``sd14-random``, a third party's)."""
+    from relearnbench.registry import MODELS
+
+    loader = _loader(name)
+    if loader is None:
+        folder, how = pathlib.Path(name), f"--model {name}"
+    elif loader == "load_toy":
+        folder, how = (pathlib.Path(config.path) if config.path else TOY_DIR / "model"), "rebuild with `relearnbench toy build`"
+    elif loader == "load_sd" and config.path:
+        folder, how = pathlib.Path(config.path), f"--set model.path={config.path}"
+    elif loader == "load_sd":
+        try:
+            folder, how = _hub_cache(MODELS.meta(name)["hub_id"], config.revision), "the Hugging Face cache"
+        except UserError as e:
+            return [str(e)]
+    else:
+        return []
+    missing = [f if isinstance(f, str) else " or ".join(f) for f in FOLDER_FILES
+               if not any((folder / g).exists() for g in ((f,) if isinstance(f, str) else f))]
+    if len(missing) == len(FOLDER_FILES):
+        return [f"model {name}: {folder} is not a diffusers Stable Diffusion 1.x folder ({how}): "
+                "it has none of model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/"]
+    return [f"model {name}: {folder / f} is missing ({how})" for f in missing]
+
+
 def _hub_cache(hub_id: str, revision: str) -> pathlib.Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.constants import HF_HUB_CACHE
@@ -62,8 +114,9 @@ def _hub_cache(hub_id: str, revision: str) -> pathlib.Path:
     except Exception as e:  # LocalEntryNotFoundError and friends: nothing in the cache
         raise UserError(
             f"no local copy of {hub_id}: looked in the Hugging Face cache {HF_HUB_CACHE} ({type(e).__name__}); "
-            f"download it once elsewhere (`huggingface-cli download {hub_id}`) or pass a diffusers folder "
-            f"with --set model.path=DIR") from e
+            f"download it once where there is internet (`hf download {hub_id} --exclude \"*.ckpt\"`; it lands in "
+            f"that cache) or "
+            f"pass a diffusers folder with --set model.path=DIR") from e
 
 
 @contextlib.contextmanager
