@@ -5,7 +5,6 @@ Heavy imports (torch, diffusers, pandas) live inside command bodies so ``--help`
 
 from __future__ import annotations
 
-import datetime
 import pathlib
 import sys
 
@@ -46,7 +45,8 @@ def cli():
 @click.option("--metrics", help="Comma list, e.g. asr,fid,clip,related.")
 @click.option("--seeds", help="Comma list of integers, e.g. 0,1,2.")
 @click.option("--set", "sets", multiple=True, metavar="PLUGIN.KEY=VALUE", help="Override a config value. Repeatable.")
-@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<time>-<grid>).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Run directory (default runs/<grid>-<hash of the grid's content>, so the same command resumes).")
 @click.option("--device", help="cpu, cuda, cuda:1 ...")
 @click.option("--dtype", help="Frozen-weight dtype: float32, bf16, fp16.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), help="Where cells run.")
@@ -72,9 +72,17 @@ def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds
         raise UserError("give a grid file or --grid NAME, not both")
     grid = load_grid(grid_file or grid_name) if (grid_file or grid_name) else (None if named else load_grid("quick"))
     spec = build_spec(grid, flags, parse_sets(sets))
-    run_dir = pathlib.Path(out) if out else pathlib.Path("runs") / (
-        datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{spec.name}")
-    outcome = execute(spec, run_dir, retry_failed=retry_failed, quiet=quiet, keep_changed=keep_changed)
+    run_dir = pathlib.Path(out) if out else default_run_dir(spec)
+    try:
+        outcome = execute(spec, run_dir, retry_failed=retry_failed, quiet=quiet, keep_changed=keep_changed)
+    except KeyboardInterrupt:
+        if (run_dir / "results.sqlite").exists():
+            import shlex
+
+            again = sys.argv[1:] + ([] if out else ["--out", str(run_dir)])
+            click.echo(f"\ninterrupted: finished cells are kept in {run_dir}; resume with\n"
+                       f"  relearnbench {shlex.join(again)}", err=True)
+        raise
     click.echo(f"{run_dir}: {outcome.done} cells done, {outcome.failed} failed, {outcome.skipped} already finished",
                err=True)
     from relearnbench.store import Store
@@ -90,6 +98,18 @@ def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds
             click.echo(f"failed: {'/'.join(map(str, c))}: {errors.get(c, '')}", err=True)
         click.echo(f"{len(failed)} cells failed; rerun with --retry-failed after fixing the cause", err=True)
         sys.exit(1)
+
+
+def default_run_dir(spec) -> pathlib.Path:
+    """runs/<grid>-<hash of what decides the cells and their numbers>: the same command resumes."""
+    import hashlib
+    import json
+
+    from relearnbench.spec import spec_dict
+
+    content = {k: v for k, v in spec_dict(spec).items()
+               if k in ("models", "concepts", "methods", "attacks", "metrics", "seeds", "sets", "dtype")}
+    return pathlib.Path("runs") / f"{spec.name}-{hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]}"
 
 
 def execute(spec, run_dir: pathlib.Path, retry_failed=False, quiet=False, keep_changed=False):

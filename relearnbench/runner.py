@@ -415,11 +415,14 @@ def write_result(store: Store, p: Plan, cell: tuple, records, exc: BaseException
 
 
 def pending(spec: Spec, store: Store, retry_failed: bool) -> list[tuple]:
-    statuses = store.statuses()
+    """The cells to run: new ones, failed ones with ``retry_failed``, and finished ones that lack a metric
+    this run asks for (rerun whole: the unlearned model is cached, the attack and evaluations run again)."""
+    statuses, configs = store.statuses(), store.configs()
     todo = []
     for cell in spec.cells():
         st = statuses.get(cell)
-        if st == "done" or (st == "failed" and not retry_failed):
+        lacking = st == "done" and set(spec.metrics) - set(configs.get(cell, {}).get("metrics", spec.metrics))
+        if (st == "done" and not lacking) or (st == "failed" and not retry_failed):
             continue
         todo.append(cell)
     return todo

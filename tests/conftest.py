@@ -25,6 +25,26 @@ def run_cli():
     return cli
 
 
+CONSTANT_PLUGIN = (  # a --plugin file: a torch-free metric 'constant' that always scores 0.25
+    "from relearnbench.api import Metric, Score\n"
+    "from relearnbench.registry import METRICS\n"
+    "@METRICS.register('constant', higher_is_better=True)\n"
+    "class Constant(Metric):\n"
+    "    '''always 0.25'''\n"
+    "    config_name = 'constant'\n"
+    "    needs_model = False\n"
+    "    def compute(self, ev):\n"
+    "        return [Score('constant', 0.25)]\n")
+
+
+@pytest.fixture
+def constant_plugin(tmp_path):
+    """The path of a written CONSTANT_PLUGIN file."""
+    path = tmp_path / "constant_metric.py"
+    path.write_text(CONSTANT_PLUGIN)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny():
     from relearnbench.testing import tiny_model

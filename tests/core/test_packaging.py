@@ -75,19 +75,8 @@ def test_third_party_loss_method_gets_meta_with_no_code(tmp_path, run_cli, examp
     assert len(set(pre.values())) == 3  # three different models
 
 
-def test_plugin_flag_loads_a_local_file(tmp_path, run_cli):
-    plugin = tmp_path / "myplug.py"
-    plugin.write_text(
-        "from dataclasses import dataclass\n"
-        "from relearnbench.api import Metric, Score\n"
-        "from relearnbench.registry import METRICS\n"
-        "@METRICS.register('constant', higher_is_better=True)\n"
-        "class Constant(Metric):\n"
-        "    '''always 0.25'''\n"
-        "    config_name = 'constant'\n"
-        "    needs_model = False\n"
-        "    def compute(self, ev):\n"
-        "        return [Score('constant', 0.25)]\n")
+def test_plugin_flag_loads_a_local_file(tmp_path, run_cli, constant_plugin):
+    plugin = constant_plugin
     out = tmp_path / "run"
     run_cli("--plugin" if False else "run", "--plugin", plugin, "--methods", "dummy", "--attacks", "dummy",
             "--metrics", "constant", "--concepts", "triangle", "--out", out, check=True)
