@@ -237,17 +237,31 @@ def toy():
 
 
 @toy.command("build")
-@click.option("--out", type=click.Path(file_okay=False), help="Where to write (default: the package's assets).")
-@click.option("--quick", is_flag=True, help="A shortened build (a minute) for testing the recipe.")
+@click.option("--out", type=click.Path(file_okay=False), help="Where to write (default: the package's assets, with --force).")
+@click.option("--quick", is_flag=True, help="A shortened build (a minute) for testing the recipe; needs --out outside the package.")
+@click.option("--force", is_flag=True, help="Allow overwriting the shipped assets in the package.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
-def toy_build(out, quick, debug):
-    """Rebuild the toy model, judge and CLIP from the recipe, deterministically."""
+def toy_build(out, quick, force, debug):
+    """Rebuild the toy model, judge and CLIP from the recipe, deterministically.
+
+    \b
+    Example: relearnbench toy build --out /tmp/toy   (then --set model.path=/tmp/toy/model ...)
+    """
     import json
 
     from relearnbench.models import TOY_DIR
+
+    target = (pathlib.Path(out) if out else TOY_DIR).resolve()
+    package = pathlib.Path(__file__).resolve().parent
+    if quick and target.is_relative_to(package):
+        raise UserError(f"toy build --quick writes a test-only world (its judge is not trained to use) and never "
+                        f"into the package ({target}); give --out DIR outside {package}")
+    if target.is_relative_to(TOY_DIR.resolve()) and (TOY_DIR / "manifest.json").exists() and not force:
+        raise UserError(f"toy build would overwrite the shipped assets in {TOY_DIR}, which every toy result "
+                        "depends on; give --out DIR, or --force to replace them")
     from relearnbench.toy.build import build
 
-    summary = build(pathlib.Path(out) if out else TOY_DIR, quick=quick)
+    summary = build(target, quick=quick)
     click.echo(json.dumps(summary, indent=1, default=str))
 
 

@@ -51,3 +51,20 @@ def test_build_is_reproducible(quick_build, tmp_path):
     second = build(tmp_path, quick=True, progress=False)
     assert second["files"] == first["files"]
     assert second["recipe_hash"] == first["recipe_hash"]
+
+
+@pytest.mark.parametrize("args,message", [
+    ((), "would overwrite the shipped assets"),
+    (("--quick",), "never into the package"),
+    (("--quick", "--force"), "never into the package"),
+    (("--quick", "--out", "relearnbench/toy/assets/quick"), "never into the package"),
+])
+def test_build_never_overwrites_the_shipped_assets_by_accident(run_cli, args, message):
+    """`toy build` refuses before any work; the shipped manifest is untouched."""
+    from relearnbench.models import TOY_DIR
+
+    before = (TOY_DIR / "manifest.json").read_bytes()
+    proc = run_cli("toy", "build", *args, cwd=TOY_DIR.parents[2])
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert (TOY_DIR / "manifest.json").read_bytes() == before
+    assert not (TOY_DIR / "quick").exists()
