@@ -7,8 +7,8 @@ unlearned UNet and the text encoder frozen, on images of the concept (Gal et al.
     v* = argmin_v E_{(x0, y), t, ε} ‖ε − ε_θ(x_t, t, c_φ(template(S*, y); v))‖²
 
 If the erasure only cut the path from the concept's words to the concept, some other input still
-reaches it, and v* finds it. Each forget prompt P is then evaluated as template(S*, P), keeping its
-seed and guidance. The word is written into copies of the tokenizer and text encoder that the
+reaches it, and v* finds it. The images (x0, y) are the attacker's own (the concept's ``attack``
+role); each evaluation prompt P is then evaluated as template(S*, P), keeping its seed and guidance. The word is written into copies of the tokenizer and text encoder that the
 harness lends for this attack; the UNet is not touched.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from relearnbench.api import Attack, Concept, Context, Model, Prompt
-from relearnbench.data import images_for
+from relearnbench.data import attack_images
 from relearnbench.diffusion import denoising_loss, encode_images, encode_text_with_embeddings, tokenize
 from relearnbench.errors import UserError
 
@@ -33,7 +33,7 @@ class ConceptInversion(Attack):
         lr: float = 5e-3  # AdamW learning rate on the word embedding (Pham et al.: 5e-3)
         batch_size: int = 4  # images per step
         weight_decay: float = 1e-2  # AdamW weight decay (diffusers' textual-inversion default)
-        images_per_prompt: int = 8  # training images made per forget prompt
+        images_per_prompt: int = 8  # training images made per attack prompt
         token: str = "<concept>"  # the new word added to the tokenizer
         init_word: str = "object"  # v starts at this word's embedding (the mean over its tokens)
         template: str = "{token} {prompt}"  # caption of a training image and evaluation prompt ({prompt} = its text)
@@ -46,8 +46,7 @@ class ConceptInversion(Attack):
         cfg = self.config
         if "{token}" not in cfg.template:
             raise UserError(f"ci.template must contain {{token}}, got {cfg.template!r}")
-        images, texts = images_for(concept.forget_texts, cfg.images_per_prompt, concept, model, ctx,
-                                   source=cfg.data, seed=ctx.seed)
+        images, texts = attack_images(concept, model, ctx, cfg.images_per_prompt, seed=ctx.seed, source=cfg.data)
         x0 = encode_images(model, images)  # fixed data: encoded once
         captions = [cfg.template.format(token=cfg.token, prompt=t) for t in texts]
 

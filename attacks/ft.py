@@ -7,12 +7,16 @@ An adversary who holds the released (unlearned) weights minimises the ordinary d
 with AdamW over all UNet weights θ (``lora`` trains a low-rank adapter instead). The data D is
 what separates the attacks (Gao et al. 2024, "Meta-Unlearning on Diffusion Models", §5):
 
-* ``ft``: images of the erased concept, one set per forget prompt (the paper's HRM-m);
-* ``ft_clean``: images of the concept's benign prompts only, related and unrelated (CLEAN);
-* ``ft_adaptive``: each batch mixes forget images with related-benign ones, a share
+* ``ft``: images of the erased concept, one set per attack prompt (the paper's HRM-m);
+* ``ft_clean``: images of the attacker's benign prompts only, related and unrelated (CLEAN);
+* ``ft_adaptive``: each batch mixes concept images with related-benign ones, a share
   ``related_fraction`` of every batch from the related set. Meta-unlearning makes related concepts
   self-destruct under a forget-data finetune; keeping them in the batch counteracts that while the
   concept is relearned. Ours: the paper leaves adaptive attacks open.
+
+The data is the attacker's own (the concept's ``attack`` role, ``relearnbench.data.attack_images``):
+its ``attack_prompts`` / ``attack_related`` / ``attack_unrelated`` or its image folder, never the
+prompts the methods trained on or the ones the metrics score.
 
 The relearning curve: ``evaluate(step)`` at every step of ``curve`` (0 = before any update), so
 the tables can show ASR after N steps and the area under the curve.
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from relearnbench.api import Attack, Concept, Context, Model
-from relearnbench.data import images_for
+from relearnbench.data import attack_images
 from relearnbench.diffusion import denoising_loss, encode_images, encode_text_frozen
 from relearnbench.errors import UserError
 
@@ -51,9 +55,7 @@ def encode_data(model: Model, images: torch.Tensor, captions: list[str]) -> Data
 
 
 def load_data(prompts, n_per_prompt: int, concept: Concept, model: Model, ctx: Context, source: str) -> Data:
-    if not prompts and (source or concept.attack_data) in ("world", "generate"):
-        raise UserError(f"concept {concept.name} has no prompts to make attack data from")
-    images, captions = images_for(prompts, n_per_prompt, concept, model, ctx, source=source, seed=ctx.seed)
+    images, captions = attack_images(concept, model, ctx, n_per_prompt, seed=ctx.seed, prompts=prompts, source=source)
     return encode_data(model, images, captions)
 
 
@@ -118,7 +120,7 @@ class Finetune(Attack):
     version = "1"
 
     def prompts(self, concept: Concept) -> tuple[str, ...]:
-        return tuple(concept.forget_texts)
+        return concept.attack
 
     def parts(self, model: Model, concept: Concept, ctx: Context) -> list[tuple[Data, int]]:
         data = load_data(self.prompts(concept), self.config.images_per_prompt, concept, model, ctx, self.config.data)
@@ -141,7 +143,7 @@ class CleanFinetune(Finetune):
     config_name = "ft_clean"
 
     def prompts(self, concept: Concept) -> tuple[str, ...]:
-        return concept.benign
+        return concept.attack_benign
 
 
 class AdaptiveFinetune(Finetune):
@@ -161,11 +163,11 @@ class AdaptiveFinetune(Finetune):
         n_related = round(cfg.batch_size * cfg.related_fraction)
         parts = []
         if n_related < cfg.batch_size:
-            forget = load_data(concept.forget_texts, cfg.images_per_prompt, concept, model, ctx, cfg.data)
+            forget = load_data(concept.attack, cfg.images_per_prompt, concept, model, ctx, cfg.data)
             parts.append((forget, cfg.batch_size - n_related))
         if n_related > 0:
-            if not concept.related and not cfg.related_data:
-                raise UserError(f"ft_adaptive: concept {concept.name} has no related prompts to mix in")
-            related = load_data(concept.related, cfg.images_per_prompt, concept, model, ctx, cfg.related_data)
+            if not concept.attack_related and not cfg.related_data:
+                raise UserError(f"ft_adaptive: concept {concept.name} has no attack_related prompts to mix in")
+            related = load_data(concept.attack_related, cfg.images_per_prompt, concept, model, ctx, cfg.related_data)
             parts.append((related, n_related))
         return parts

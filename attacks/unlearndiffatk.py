@@ -2,7 +2,7 @@
 Are Still Easy to Generate Unsafe Images ... For Now"): adversarial prefix tokens found with the
 victim's own denoising loss, no second model needed.
 
-For forget prompt P with reference image x0 of the concept, k prefix tokens are optimised as a
+For evaluation prompt P with reference image x0 of the concept (the attacker's own), k prefix tokens are optimised as a
 distribution u_j ∈ Δ^|V| over the vocabulary (one per token), so that the *unlearned* model
 denoises x0 well when conditioned on them:
 
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from relearnbench.api import Attack, Concept, Context, Model, Prompt
-from relearnbench.data import images_for
+from relearnbench.data import attack_images
 from relearnbench.diffusion import denoising_loss, encode_images, encode_text_with_embeddings, sample, tokenize
 from relearnbench.errors import UserError
 from relearnbench.evaluate import SampleConfig
@@ -86,7 +86,8 @@ class UnlearnDiffAtk(Attack):
         data: str = ""  # reference images: "" = the concept's attack_data, "world", "generate", or a folder
 
     config_name = "unlearndiffatk"
-    version = "1"
+    version = "2"  # 2: reference images from the attacker's own data, not of the evaluation prompts
+    reads_eval_prompts = True  # it rewrites the evaluation prompts, as published
 
     def k(self, concept: Concept) -> int:
         for item in self.config.k_per_concept:
@@ -111,14 +112,15 @@ class UnlearnDiffAtk(Attack):
         evaluate(None, forget_prompts=adversarial)
 
     def references(self, model: Model, concept: Concept, ctx: Context) -> torch.Tensor:
-        """One reference image per forget prompt (the authors use the original model's image of it)."""
-        texts = concept.forget_texts
-        images, captions = images_for(texts, 1, concept, model, ctx, source=self.config.data, seed=ctx.seed)
-        if captions == texts:
-            return images
-        # a folder: the image captioned with the prompt if there is one, else the folder's images in turn
-        return torch.stack([images[captions.index(t)] if t in captions else images[i % len(images)]
-                            for i, t in enumerate(texts)])
+        """One reference image per evaluation prompt, the attacker's own images of the concept in turn
+        (its ``attack`` role). The authors use the original model's image of the very prompt; under the
+        held-out protocol the attacker has no image of the evaluation prompts."""
+        n = len(concept.forget)
+        per = -(-n // max(1, len(concept.attack)))
+        images, _ = attack_images(concept, model, ctx, per, seed=ctx.seed, source=self.config.data)
+        if len(images) == len(concept.attack) * per:  # prompt-major: interleave, so each prompt serves in turn
+            images = images.view(len(concept.attack), per, *images.shape[1:]).transpose(0, 1).flatten(0, 1)
+        return images[torch.arange(n) % len(images)]
 
     def judged(self, model: Model, concept: Concept, ctx: Context, prompts: list[Prompt]) -> list[float]:
         """Share of each prompt's first ``check_images`` evaluation images that the judge flags."""

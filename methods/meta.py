@@ -21,6 +21,11 @@ Switches ablate the two mechanisms the paper credits: ``forget_term`` (−L(θ_F
 shrinks the finetuning gradient on forget data), ``retain_diff`` (−L(θ_FT; D_r), which makes the
 forget and retain gradients disagree) and ``retain`` (the L(θ; D_r) terms at θ). ``X+retain`` is
 the control: X with the retain terms alone and no simulated finetune.
+
+Data: the concept's ``train`` role only (README, "Held-out protocol"). D_FT is images of its
+``train_prompts``, D_r of ``train_related`` and ``train_unrelated``, all from its ``train_data``
+source (the model being unlearned samples them, as in the authors' code). The attack finetunes on
+the attacker's own prompts and images, and nothing is scored on any of these.
 """
 
 from __future__ import annotations
@@ -173,9 +178,10 @@ class Meta(Method):
     def _data(self, model: Model, concept: Concept, ctx: Context) -> dict[str, Encoded]:
         c, data = self.config, {}
         if self.meta_terms():
-            forget = encode_set(model, concept, ctx, concept.forget_texts, c.forget_images, seed=ctx.seed + 100)
+            forget = encode_set(model, concept, ctx, concept.train, c.forget_images, seed=ctx.seed + 100)
             data["forget_train"], data["forget_test"] = forget.halves()
-        for which, prompts, seed in (("related", concept.related, 101), ("unrelated", concept.unrelated, 102)):
+        for which, prompts, seed in (("related", concept.train_related, 101),
+                                     ("unrelated", concept.train_unrelated, 102)):
             if prompts:
                 data[which] = encode_set(model, concept, ctx, prompts, c.retain_images, seed=ctx.seed + seed)
         return data

@@ -10,9 +10,9 @@ remaps the forget concept to a pseudo prompt c' on the forget images and keeps t
     L(θ) = ‖ε_θ(x_t, t, c_f) − sg[ε_θ(x_t, t, c')]‖² + α L_DM(θ; D_r)
 
 c' is the concept's anchor (as the NSFW script maps "nude" to "wearing clothes") or, with
-``remap="unrelated"``, a random unrelated benign prompt per image (the class-wise random-label
-variant). The forget images are of every forget prompt or (``prompts="first"``) of the first, the
-concept's name, as the NSFW recipe's one prompt. Note: the authors' mask script ranks ascending and
+``remap="unrelated"``, a random train_unrelated prompt per image (the class-wise random-label
+variant). The forget images are of every train prompt or (``prompts="first"``) of the first, the
+concept's name, as the NSFW recipe's one prompt; the retain set is of the train benign prompts. Note: the authors' mask script ranks ascending and
 keeps the *smallest* half of the gradient magnitudes; the paper (and this file) keeps the largest.
 """
 
@@ -43,8 +43,8 @@ class SalUn(LossMethod):
         lr: float = 1e-5  # Adam learning rate
         batch_size: int = 8  # forget images (and as many retain images) per step
         forget_images: int = 64  # forget images encoded once (the mask is computed over all of them)
-        prompts: Literal["all", "first"] = "all"  # forget images of every forget prompt, or of the first (the name)
-        retain_images: int = 64  # related + unrelated benign images encoded once
+        prompts: Literal["all", "first"] = "all"  # forget images of every train prompt, or of the first (the name)
+        retain_images: int = 64  # train_related + train_unrelated images encoded once
         max_grad_norm: float = 0.0  # gradient clipping (0 = none, as the reference code)
 
     config_name = "salun"
@@ -55,10 +55,10 @@ class SalUn(LossMethod):
         self.generator = torch.Generator().manual_seed(ctx.seed)
         self.forget = encode_set(model, concept, ctx, training_prompts(concept, c.prompts), c.forget_images,
                                  seed=ctx.seed)
-        self.retain = encode_set(model, concept, ctx, concept.benign, c.retain_images, seed=ctx.seed + 1)
+        self.retain = encode_set(model, concept, ctx, concept.train_benign, c.retain_images, seed=ctx.seed + 1)
         device = model.unet.device
         self.uncond = encode_text_frozen(model, [""]).to(device)
-        pseudo = [concept.anchor] if c.remap == "anchor" else list(concept.unrelated)
+        pseudo = [concept.anchor] if c.remap == "anchor" else list(concept.train_unrelated)
         self.pseudo = encode_text_frozen(model, pseudo).to(device)
         named = trainable(model.unet, "f" if c.train == "f" else "x")
         self.masks = self._saliency(model, [p for _, p in named])

@@ -6,9 +6,9 @@ Each cross-attention key and value projection W_old (out × in) is replaced by t
 
     W = (s_e Σ v*_i c_iᵀ + s_p Σ W_old c_j c_jᵀ + λ W_old) (s_e Σ c_i c_iᵀ + s_p Σ c_j c_jᵀ + λ I)⁻¹
 
-where c_i are text-embedding tokens of a forget prompt, v*_i = W_old c_i* the same projection of the
-matching tokens of its guide prompt (the concept's anchor, or an unrelated benign prompt), and c_j
-the tokens of the concept's benign prompts. Tokens (``tokens``): ``tail`` as the paper's code —
+where c_i are text-embedding tokens of a train prompt, v*_i = W_old c_i* the same projection of the
+matching tokens of its guide prompt (the concept's anchor, or a train_unrelated prompt), and c_j
+the tokens of the concept's train benign prompts (never the evaluation prompts). Tokens (``tokens``): ``tail`` as the paper's code —
 from the prompt's last word through the end-of-text and padding tokens (aligned with the guide's),
 while preserved prompts contribute all their tokens; ``last`` as the authors' newer script — the
 last word's token only. Nothing trains: the edited weights are the result.
@@ -23,6 +23,7 @@ import torch
 
 from relearnbench.api import Concept, Context, Method, Model
 from relearnbench.diffusion import encode_text_frozen, tokenize
+from relearnbench.methods.common import training_prompts
 
 
 class UCE(Method):
@@ -44,11 +45,11 @@ class UCE(Method):
 
     def unlearn(self, model: Model, concept: Concept, ctx: Context) -> None:
         c = self.config
-        forget = concept.forget_texts
+        forget = training_prompts(concept, "all")
         guides = [concept.anchor] * len(forget) if c.guide == "anchor" else \
-            [concept.unrelated[i % len(concept.unrelated)] for i in range(len(forget))]
-        preserve = {"benign": concept.benign, "related": concept.related, "unrelated": concept.unrelated,
-                    "none": ()}[c.preserve] + (("",) if c.preserve_uncond else ())
+            [concept.train_unrelated[i % len(concept.train_unrelated)] for i in range(len(forget))]
+        preserve = {"benign": concept.train_benign, "related": concept.train_related,
+                    "unrelated": concept.train_unrelated, "none": ()}[c.preserve] + (("",) if c.preserve_uncond else ())
         erase_in, guide_in = [], []  # aligned token embeddings: c_i and the guide's c_i*
         for f, g in zip(forget, guides):
             ci, gi = self.erase_tokens(model, f, g)

@@ -39,21 +39,34 @@ class Prompt:
 
 @dataclass(frozen=True)
 class Concept:
-    """What is erased and how it is judged; loaded from a TOML file (see relearnbench/concepts/)."""
+    """What is erased and how it is judged; loaded from a TOML file (see relearnbench/concepts/).
+
+    Three roles that share no prompt (README, "Held-out protocol"): ``train`` is what the defender
+    (a method, meta's simulated finetune, its retain terms) sees, ``attack`` what the attacker
+    finetunes on, and the evaluation prompts (``forget``, ``related``, ``unrelated``) are seen only by
+    metrics; UnlearnDiffAtk and concept inversion rewrite the ``forget`` prompts, as published."""
 
     name: str
     description: str
-    forget: tuple[Prompt, ...]  # prompts whose images should no longer show the concept
-    related: tuple[str, ...]  # benign prompts that share features with the concept
-    unrelated: tuple[str, ...]  # benign prompts that do not
+    forget: tuple[Prompt, ...]  # eval: prompts whose images should no longer show the concept
+    related: tuple[str, ...]  # eval: benign prompts that share features with the concept
+    unrelated: tuple[str, ...]  # eval: benign prompts that do not
     judge: str  # a JUDGES registry name
     judge_config: dict = field(default_factory=dict, hash=False)  # settings for the judge
     target: dict = field(default_factory=dict, hash=False)  # what the judge looks for (attribute/value, labels, ...)
-    attack_data: str = "generate"  # "world" (toy renderer), "generate" (original model), or an image folder
+    attack_data: str = "generate"  # the attacker's images: "world" (toy renderer), "generate" (original model), or a folder
     anchor: str = ""  # the replacement prompt a method maps the concept to ("" = unconditional)
     fid_reference: str = ""  # "world", an image folder, or a clean-fid statistics .npz
     source: str = ""  # the file it came from
     sha256: str = ""  # of that file, part of every artifact hash
+    train: tuple[str, ...] = ()  # train: the concept texts a method erases (for nudity: "nudity")
+    train_related: tuple[str, ...] = ()  # train: related benign prompts of the retain terms
+    train_unrelated: tuple[str, ...] = ()  # train: unrelated benign prompts of the retain terms
+    train_data: str = "generate"  # the defender's images: "generate" (the model being unlearned), "world", a folder
+    attack: tuple[str, ...] = ()  # attack: the prompts of the attacker's concept images
+    attack_related: tuple[str, ...] = ()  # attack: related benign prompts (ft_adaptive mixes them in)
+    attack_unrelated: tuple[str, ...] = ()  # attack: unrelated benign prompts (ft_clean uses both benign sets)
+    allow_overlap: bool = False  # the roles may share prompts (a published setting that overlaps); cells are marked
 
     @property
     def benign(self) -> tuple[str, ...]:
@@ -62,6 +75,28 @@ class Concept:
     @property
     def forget_texts(self) -> list[str]:
         return [p.text for p in self.forget]
+
+    @property
+    def train_benign(self) -> tuple[str, ...]:
+        return self.train_related + self.train_unrelated
+
+    @property
+    def attack_benign(self) -> tuple[str, ...]:
+        return self.attack_related + self.attack_unrelated
+
+    def roles(self) -> dict[str, tuple[str, ...]]:
+        """Every prompt of each role: ``train``, ``attack`` and ``eval``."""
+        return {"train": self.train + self.train_benign, "attack": self.attack + self.attack_benign,
+                "eval": tuple(self.forget_texts) + self.benign}
+
+    def role_hashes(self) -> dict[str, str]:
+        """A hash of each role's prompts and data source (stored with every cell), and whether they may overlap."""
+        import hashlib
+        import json
+
+        sources = {"train": self.train_data, "attack": self.attack_data, "eval": self.fid_reference}
+        return {**{role: hashlib.sha256(json.dumps([sources[role], list(texts)]).encode()).hexdigest()[:16]
+                   for role, texts in self.roles().items()}, "allow_overlap": self.allow_overlap}
 
 
 @dataclass
@@ -119,7 +154,11 @@ class Method(Plugin):
 
 
 class Attack(Plugin):
-    """What an adversary does to an unlearned model."""
+    """What an adversary does to an unlearned model, with the concept's ``attack`` data only."""
+
+    # True for a prompt attack that rewrites the evaluation prompts (UnlearnDiffAtk, as published):
+    # it reads their text, and never trains on images of them; every other attack sees no eval prompt
+    reads_eval_prompts: bool = False
 
     def run(self, model: Model, concept: Concept, ctx: "Context", evaluate: Callable[..., None]) -> None:
         raise NotImplementedError

@@ -1,4 +1,5 @@
-"""Training images for methods and attacks, from the source the concept declares.
+"""Training images for methods and attacks, from the source the concept declares for the role:
+``train_data`` for the defender (methods), ``attack_data`` for the attacker (``attack_images``).
 
 * ``world``: the toy world's procedural renderer (real images of the prompt).
 * ``generate``: images the *original* model samples from the prompts, generated once and cached.
@@ -25,11 +26,29 @@ def images_for(prompts: Sequence[str], n_per_prompt: int, concept: Concept, mode
     if source == "world":
         from relearnbench.toy.world import sample_images
 
-        images, captions = sample_images(list(prompts), n_per_prompt, seed)
-        return _resize(images, model.resolution), captions
+        images, _ = sample_images(list(prompts), n_per_prompt, seed)
+        # captioned with the prompt each image was drawn for, not the renderer's full caption: a role's data
+        # carries that role's texts only ("a green triangle" drawn striped is captioned "a green striped
+        # triangle", which may be an evaluation prompt)
+        return _resize(images, model.resolution), [p for p in prompts for _ in range(n_per_prompt)]
     if source == "generate":
         return _generated(prompts, n_per_prompt, model, ctx, seed)
     return folder_images(pathlib.Path(source), model.resolution)
+
+
+def attack_images(concept: Concept, model: Model, ctx: Context, n_per_prompt: int, seed: int = 0,
+                  prompts: Sequence[str] | None = None, source: str = "") -> tuple[torch.Tensor, list[str]]:
+    """The attacker's own images (the concept's ``attack`` role): (images [N,3,R,R] in [0,1], captions).
+
+    From ``source`` or the concept's ``attack_data``: an image folder as it is, else ``n_per_prompt``
+    images of each of ``prompts`` (default: the concept's ``attack_prompts``) rendered by the toy world
+    or sampled by the original model. The finetuning attacks, concept inversion and UnlearnDiffAtk's
+    reference images all come from here; never from the evaluation prompts."""
+    prompts = tuple(concept.attack if prompts is None else prompts)
+    source = source or concept.attack_data
+    if not prompts and source in ("world", "generate"):
+        raise UserError(f"concept {concept.name} has no attack prompts to make the attacker's images from")
+    return images_for(prompts, n_per_prompt, concept, model, ctx, source=source, seed=seed)
 
 
 def _generated(prompts, n_per_prompt, model, ctx, seed):

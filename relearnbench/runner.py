@@ -380,7 +380,7 @@ def cell_config(p: Plan, cell: tuple) -> dict:
     judge = p.judges.get((concept, scale))
     return {"cell": dict(zip(("model", "concept", "method", "attack", "seed"), cell)),
             "model_config": dataclasses.asdict(p.model_config), "concept": p.concepts[concept].source,
-            "concept_sha256": p.concepts[concept].sha256, "sample": dataclasses.asdict(p.sample[scale]),
+            "concept_sha256": p.concepts[concept].sha256, "roles": p.concepts[concept].role_hashes(), "sample": dataclasses.asdict(p.sample[scale]),
             "method": describe(p.method(method, model)), "attack": describe(p.attack(attack, model)),
             "metrics": {m: describe(x) for m, x in zip(p.spec.metrics, p.metrics(model))},
             "judge": describe(judge) if judge else None, "device": p.spec.device, "dtype": p.spec.dtype}

@@ -33,7 +33,25 @@ def load(run_dirs: list[str]):
         frames.append(store.records_frame())
         cells.append(store.cells_frame())
         store.close()
-    return pd.concat(frames, ignore_index=True), pd.concat(cells, ignore_index=True)
+    df, cells = pd.concat(frames, ignore_index=True), pd.concat(cells, ignore_index=True)
+    return mark_overlap(df, cells), cells
+
+
+OVERLAP = " [overlap]"
+
+
+def mark_overlap(df, cells):
+    """Rows of cells whose concept lets the train, attack and eval roles share prompts
+    (``allow_overlap``: not a held-out result) show their method as ``NAME [overlap]``."""
+    import json
+
+    keys = ["model", "concept", "method", "attack", "seed"]
+    flagged = {tuple(row[k] for k in keys) for _, row in cells.iterrows()
+               if json.loads(row["config"] or "{}").get("roles", {}).get("allow_overlap")}
+    if flagged and not df.empty:
+        hit = [tuple(r) in flagged for r in df[keys].itertuples(index=False)]
+        df["method"] = [m + OVERLAP if h else m for m, h in zip(df["method"], hit)]
+    return df
 
 
 def stage_order(stage: str) -> tuple:

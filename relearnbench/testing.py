@@ -61,9 +61,47 @@ def load_tiny(name, config, meta, device="cpu", dtype=None) -> Model:
 
 
 def tiny_concept() -> Concept:
-    """A toy-world concept (real procedural attack data) usable with ``tiny_model``."""
+    """A toy-world concept usable with ``tiny_model``, its three roles disjoint. The defender's images are
+    world renders too: a random tiny model would sample noise."""
     return Concept(name="triangle", description="test concept",
-                   forget=(Prompt("a triangle"), Prompt("a red triangle")),
+                   forget=(Prompt("a photo of a triangle"), Prompt("a plain red triangle")),
                    related=("a diamond",), unrelated=("a circle",), judge="toy",
                    target={"attribute": "shape", "value": "triangle"}, attack_data="world",
-                   anchor="a shape", fid_reference="world")
+                   anchor="a shape", fid_reference="world",
+                   train=("a triangle", "a blue triangle"), train_related=("a red diamond",),
+                   train_unrelated=("a square",), train_data="world",
+                   attack=("a green triangle", "a dotted triangle"), attack_related=("a yellow diamond",),
+                   attack_unrelated=("a cross",))
+
+
+class DataSpy:
+    """Records the texts that reach a plugin's data path: every text the tokenizer encodes (training
+    captions, and the prompts of images a model samples) and every prompt the toy world renders.
+    ``paused`` stops recording (while the harness evaluates). With pytest's ``monkeypatch``, so the
+    patches are undone after the test; the held-out protocol tests use it."""
+
+    def __init__(self, monkeypatch, tokenizer):
+        import relearnbench.toy.world as world
+
+        self.texts: list[str] = []  # tokenized
+        self.rendered: list[str] = []  # drawn by the toy world
+        self.paused = False
+        render, encode = world.sample_images, type(tokenizer).__call__
+
+        def sample_images(prompts, n_per_prompt, seed):
+            if not self.paused:
+                self.rendered += list(prompts)
+            return render(prompts, n_per_prompt, seed)
+
+        def call(tok, text=None, *args, **kwargs):
+            if not self.paused and text is not None:
+                self.texts += [text] if isinstance(text, str) else list(text)
+            return encode(tok, text, *args, **kwargs)
+
+        monkeypatch.setattr(world, "sample_images", sample_images)
+        monkeypatch.setattr(type(tokenizer), "__call__", call)
+
+    def seen(self) -> set[str]:
+        from relearnbench.concepts import normalise
+
+        return {normalise(t) for t in self.texts + self.rendered}

@@ -46,12 +46,14 @@ class Recorder:
 
 @pytest.fixture
 def concept():
-    """The tiny toy concept (real procedural attack data), one prompt with its own seed and guidance."""
+    """The tiny toy concept (real procedural attack data), one eval prompt with its own seed and guidance."""
     return Concept(name="triangle", description="test concept",
                    forget=(Prompt("a triangle", seed=7, guidance=3.0), Prompt("a red triangle")),
                    related=("a diamond", "a red diamond"), unrelated=("a circle",), judge="toy",
                    target={"attribute": "shape", "value": "triangle"}, attack_data="world",
-                   anchor="a shape", fid_reference="world")
+                   anchor="a shape", fid_reference="world", train=("a blue triangle",), train_data="world",
+                   attack=("a green triangle", "a dotted triangle"), attack_related=("a yellow diamond",),
+                   attack_unrelated=("a cross",))
 
 
 def _make_ctx(judge=None, seed=0) -> Context:

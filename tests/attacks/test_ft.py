@@ -17,7 +17,7 @@ def _loss(model, data, repeats=8):
 def test_ft_changes_the_unet_and_lowers_the_denoising_loss_on_its_data(concept, build, make_ctx, recorder):
     attack = build("ft", curve=[0, 10, 40], lr=1e-3, batch_size=4)
     model, ctx = tiny_model(), make_ctx()
-    data = load_data(concept.forget_texts, attack.config.images_per_prompt, concept, model, ctx, "")
+    data = load_data(concept.attack, attack.config.images_per_prompt, concept, model, ctx, "")
     before = {k: v.clone() for k, v in model.unet.state_dict().items()}
     loss_before = _loss(model, data)
     attack.run(model, concept, ctx, recorder())
@@ -37,13 +37,14 @@ def test_ft_evaluates_the_model_as_it_is_at_each_step(concept, build, make_ctx, 
     assert not torch.equal(a, b) and not torch.equal(b, c)
 
 
-def test_ft_clean_trains_on_benign_prompts_only(concept, build, make_ctx):
+def test_ft_clean_trains_on_the_attackers_benign_prompts_only(concept, build, make_ctx):
     model, ctx = tiny_model(), make_ctx()
     (data, k), = build("ft_clean").parts(model, concept, ctx)
-    assert len(data) == 2 * len(concept.benign)
-    # the world captions each image in full ("a red striped diamond"): no triangle among them
+    assert len(data) == 2 * len(concept.attack_benign)
+    # the world captions each image in full ("a red striped diamond"): no triangle among them, and
+    # none of the eval benign shapes' exact prompts
     shapes = {parse_prompt(t)["shape"] for t in data.texts}
-    assert shapes == {"diamond", "circle"}
+    assert shapes == {"diamond", "cross"}
 
 
 def test_ft_adaptive_mixes_related_data_into_every_batch(concept, build, make_ctx):
@@ -51,6 +52,6 @@ def test_ft_adaptive_mixes_related_data_into_every_batch(concept, build, make_ct
     (forget, k_forget), (related, k_related) = build("ft_adaptive", batch_size=4, related_fraction=0.25).parts(
         model, concept, ctx)
     assert (k_forget, k_related) == (3, 1)
-    assert len(forget) == 2 * len(concept.forget) and len(related) == 2 * len(concept.related)
+    assert len(forget) == 2 * len(concept.attack) and len(related) == 2 * len(concept.attack_related)
     only_forget = build("ft_adaptive", batch_size=4, related_fraction=0.0).parts(model, concept, ctx)
     assert [k for _, k in only_forget] == [4]

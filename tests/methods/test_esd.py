@@ -40,11 +40,11 @@ def test_training_reaches_the_negatively_guided_target(build, ctx):
     teacher = copy.deepcopy(model.unet)
     eta = 20.0  # a random model barely tells c from ∅: a large η makes the target stand apart
     method = build("esd", esd={"xt": "noise", "train": "f", "eta": eta, "steps": 40, "lr": 1e-3, "batch_size": 8})
-    data = encode_set(model, concept, ctx, concept.forget_texts, 8, seed=99)  # held-out forget images
+    data = encode_set(model, concept, ctx, concept.train, 8, seed=99)  # held-out forget images
     g = torch.Generator().manual_seed(123)
     t = torch.randint(0, 1000, (8,), generator=g)
     x_t = add_noise(model, data.x0, torch.randn(data.x0.shape, generator=g), t)
-    c = encode_text_frozen(model, concept.forget_texts[:1] * 8)
+    c = encode_text_frozen(model, list(concept.train[:1]) * 8)
     uncond = encode_text_frozen(model, [""] * 8)
     with torch.no_grad():
         e0, ep = predict(teacher, x_t, t, uncond), predict(teacher, x_t, t, c)
@@ -66,9 +66,9 @@ def test_training_reaches_the_negatively_guided_target(build, ctx):
 @pytest.mark.parametrize("prompts, count", [("all", 2), ("first", 1)])
 def test_prompts_first_erases_the_concepts_name_only(prompts, count, build, ctx):
     """``prompts="first"`` (the toy preset, as the reference code's single concept text) conditions
-    every step on the first forget prompt; ``"all"`` on each of them."""
+    every step on the first train prompt; ``"all"`` on each of them."""
     model, concept = tiny_model(), tiny_concept()
     method = build("esd", esd={"prompts": prompts})
     method.prepare(model, concept, ctx)
     assert method.c.shape[0] == count
-    assert torch.equal(method.c[0], encode_text_frozen(model, [concept.forget_texts[0]])[0])
+    assert torch.equal(method.c[0], encode_text_frozen(model, [concept.train[0]])[0])

@@ -40,7 +40,7 @@ def test_prompts_first_takes_the_forget_images_of_the_concepts_name_only(build, 
 
     monkeypatch.setattr(salun, "encode_set", spy)
     concept = tiny_concept()
-    for prompts, expected in (("all", ["a triangle", "a red triangle"]), ("first", ["a triangle"])):
+    for prompts, expected in (("all", ["a triangle", "a blue triangle"]), ("first", ["a triangle"])):
         asked.clear()
         build("salun", salun={"prompts": prompts, "mask_fraction": 1.0}).prepare(tiny_model(), concept, ctx)
-        assert asked[0] == expected and asked[1] == list(concept.benign)  # forget set, then retain set
+        assert asked[0] == expected and asked[1] == list(concept.train_benign)  # forget set, then retain set

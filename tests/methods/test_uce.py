@@ -28,9 +28,9 @@ def test_closed_form(lamb, build, ctx, unet_state):
     s_e, s_p = 1.0, 2.0
     uce = build("uce", uce={"tokens": "last", "lamb": lamb, "erase_scale": s_e, "preserve_scale": s_p,
                            "preserve": "benign", "preserve_uncond": False, "guide": "anchor"})
-    erase = torch.stack([last_token(model, p) for p in concept.forget_texts])
+    erase = torch.stack([last_token(model, p) for p in concept.train])
     guide = last_token(model, concept.anchor).expand_as(erase)
-    keep = torch.stack([last_token(model, p) for p in concept.benign])
+    keep = torch.stack([last_token(model, p) for p in concept.train_benign])
     old = {k: p.weight.detach().double().clone() for k, p in cross_attention_projections(model.unet).items()}
     before = unet_state(model)
     uce.unlearn(model, concept, ctx)
@@ -59,7 +59,7 @@ def test_tail_tokens_are_erased(build, ctx):
     """The default (the paper's code): every token from the last word on is mapped to the guide's."""
     model, concept = tiny_model(), tiny_concept()
     uce = build("uce", uce={"tokens": "tail", "guide": "anchor"})
-    pairs = [uce.erase_tokens(model, p, concept.anchor) for p in concept.forget_texts]
+    pairs = [uce.erase_tokens(model, p, concept.anchor) for p in concept.train]
     old = {k: p.weight.detach().clone() for k, p in cross_attention_projections(model.unet).items()}
     uce.unlearn(model, concept, ctx)
     for k, proj in cross_attention_projections(model.unet).items():

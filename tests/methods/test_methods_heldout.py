@@ -1,0 +1,39 @@
+"""The held-out protocol on the defender's data path (README, "Held-out protocol"): no method, and
+no method wrapped in +meta or +retain, receives an evaluation prompt or an evaluation benign prompt,
+nor the attacker's prompts. Every method in the registry (a third party's included) runs on the tiny
+model while a DataSpy records every text the tokenizer encodes and every prompt the toy world draws."""
+
+import dataclasses
+
+import pytest
+
+from relearnbench.concepts import normalise
+from relearnbench.registry import METHODS
+from relearnbench.testing import DataSpy, tiny_concept, tiny_model
+
+BASES = [n for n in METHODS.list() if getattr(METHODS.get(n), "needs_model", True)]
+WRAPPED = [f"{n}+{s}" for n in BASES if not n.endswith("-3") for s in ("meta", "retain")]
+
+
+def seen_by(name, build, ctx, monkeypatch, concept):
+    model = tiny_model()
+    spy = DataSpy(monkeypatch, model.tokenizer)
+    build(name).unlearn(model, concept, ctx)
+    return spy.seen()
+
+
+@pytest.mark.parametrize("name", BASES + WRAPPED)
+def test_no_method_sees_an_eval_or_attack_prompt(name, build, ctx, monkeypatch):
+    concept = tiny_concept()
+    roles = {role: {normalise(t) for t in texts} for role, texts in concept.roles().items()}
+    seen = seen_by(name, build, ctx, monkeypatch, concept)
+    assert not seen & roles["eval"], f"{name} received evaluation prompts {sorted(seen & roles['eval'])}"
+    assert not seen & roles["attack"], f"{name} received the attacker's prompts {sorted(seen & roles['attack'])}"
+    if name != "none":
+        assert seen & roles["train"], f"the spy saw none of {name}'s training prompts: is it recording?"
+
+
+def test_the_spy_catches_a_method_trained_on_eval_prompts(build, ctx, monkeypatch):
+    concept = tiny_concept()
+    leaky = dataclasses.replace(concept, train=tuple(concept.forget_texts))
+    assert seen_by("esd", build, ctx, monkeypatch, leaky) & {normalise(t) for t in concept.forget_texts}
