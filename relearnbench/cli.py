@@ -29,27 +29,35 @@ def _load_plugins(plugins):
         load_plugin(module)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="relearnbench")
 def cli():
-    """Does a concept erasure survive an attacker? Unlearning methods × attacks on diffusion models."""
+    """Does a concept erasure survive an attacker? Unlearning methods × attacks on diffusion models.
+
+    \b
+    Examples:
+      relearnbench run --methods esd,esd+meta --attacks ft     # the toy world, minutes on a CPU
+      relearnbench table                                       # the newest run's leaderboard
+      relearnbench show esd                                    # esd's --set keys and presets
+    """
 
 
 @cli.command()
 @click.argument("grid_file", required=False)
 @click.option("--grid", "grid_name", help="A named grid (relearnbench ls grids); default: quick, when no flag names the run.")
 @click.option("--model", "--models", "models", help="Comma list of models (default toy).")
-@click.option("--concepts", help="Comma list of concept names or .toml paths.")
-@click.option("--methods", help="Comma list, e.g. esd,esd+meta.")
-@click.option("--attacks", help="Comma list, e.g. none,ft,lora.")
-@click.option("--metrics", help="Comma list, e.g. asr,fid,clip,related.")
-@click.option("--seeds", help="Comma list of integers, e.g. 0,1,2.")
-@click.option("--set", "sets", multiple=True, metavar="PLUGIN.KEY=VALUE", help="Override a config value. Repeatable.")
+@click.option("--concepts", help="Comma list of concept names or .toml paths (default triangle,striped).")
+@click.option("--methods", help="Comma list, e.g. esd,esd+meta (default none).")
+@click.option("--attacks", help="Comma list, e.g. none,ft,lora (default none).")
+@click.option("--metrics", help="Comma list (default asr,fid,clip,related).")
+@click.option("--seeds", help="Comma list of integers, e.g. 0,1,2 (default 0).")
+@click.option("--set", "sets", multiple=True, metavar="PLUGIN.KEY=VALUE",
+              help="Override a config value (relearnbench show PLUGIN lists them); lists as a,b. Repeatable.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Run directory (default runs/<grid>-<hash of the grid's content>, so the same command resumes).")
-@click.option("--device", help="cpu, cuda, cuda:1 ...")
-@click.option("--dtype", help="Frozen-weight dtype: float32, bf16, fp16.")
-@click.option("--executor", type=click.Choice(["local", "ray"]), help="Where cells run.")
+@click.option("--device", help="cpu, cuda, cuda:1 ... (default cpu).")
+@click.option("--dtype", help="Frozen-weight dtype: float32, bf16, fp16 (default float32; fp16 needs cuda).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), help="Where cells run (default local).")
 @click.option("--ray-address", help="Join an existing Ray cluster (default: start a local one).")
 @click.option("--gpus", help="Local executor: one worker process per listed GPU, e.g. 0,1.")
 @click.option("--cpus-per-task", type=int, help="Ray: CPU cores per task (default 1).")
@@ -59,7 +67,17 @@ def cli():
 @_plugins
 def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds, sets, out, device, dtype,
         executor, ray_address, gpus, cpus_per_task, retry_failed, keep_changed, quiet, plugins, debug):
-    """Run a grid (GRID_FILE or --grid NAME, flags override it); finished cells are skipped."""
+    """Run a grid (GRID_FILE or --grid NAME, flags override it); finished cells are skipped.
+
+    With no grid and no flag naming models, concepts, methods, attacks or metrics, the quick grid runs.
+
+    \b
+    Examples:
+      relearnbench run                                            # the quick grid on the toy world
+      relearnbench run --methods esd,esd+meta --attacks ft --seeds 0,1,2
+      relearnbench run --grid paper-sd14 --device cuda --dtype bf16
+      relearnbench run --methods esd --set esd.lr=1e-4 --set ft.curve=0,10,50
+    """
     from relearnbench.config import parse_sets
     from relearnbench.spec import build_spec, load_grid
 
@@ -92,11 +110,13 @@ def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds
     if outcome.done or outcome.skipped:
         _print_table([str(run_dir)], "rich", long=False, stages="pre,post", timing=False)
     if failed:
-        errors = dict(((r.model, r.concept, r.method, r.attack, r.seed), r.error)
-                      for r in store.cells_frame().itertuples())
+        rows = {(r.model, r.concept, r.method, r.attack, r.seed): r for r in store.cells_frame().itertuples()}
         for c in failed:
-            click.echo(f"failed: {'/'.join(map(str, c))}: {errors.get(c, '')}", err=True)
-        click.echo(f"{len(failed)} cells failed; rerun with --retry-failed after fixing the cause", err=True)
+            click.echo(f"failed: {'/'.join(map(str, c))}: {rows[c].error if c in rows else ''}", err=True)
+            if debug and c in rows:
+                click.echo(rows[c].traceback, err=True)
+        click.echo(f"{len(failed)} cells failed; rerun with --retry-failed after fixing the cause "
+                   f"(relearnbench table --failed --traceback {run_dir} shows why)", err=True)
         sys.exit(1)
 
 
@@ -141,17 +161,44 @@ def execute(spec, run_dir: pathlib.Path, retry_failed=False, quiet=False, keep_c
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1)
-@click.option("--format", "fmt", default="rich", type=click.Choice(["rich", "md", "csv", "latex", "html"]))
+@click.option("--format", "fmt", default="rich", type=click.Choice(["rich", "md", "csv", "latex", "html"]),
+              help="Output format.")
 @click.option("--long", "long", is_flag=True, help="One row per record.")
 @click.option("--stages", default="pre,post", help="Stages in the wide table: a comma list, or 'all' for the curve.")
 @click.option("--timing", is_flag=True, help="--long: add stage seconds and peak memory.")
 @click.option("--metrics", "metrics", help="Only these metrics (comma list; 'related' keeps related.*).")
 @click.option("--prompts", is_flag=True, help="One row per prompt of each record (asr, related.*) at --stages.")
+@click.option("--failed", is_flag=True, help="List the failed cells with their error instead.")
+@click.option("--traceback", "tracebacks", is_flag=True, help="--failed: add each failed cell's traceback.")
 @_plugins
-def table(run_dirs, fmt, long, stages, timing, metrics, prompts, plugins, debug):
-    """Print the leaderboard of RUN_DIRS (default: the newest run under runs/)."""
+def table(run_dirs, fmt, long, stages, timing, metrics, prompts, failed, tracebacks, plugins, debug):
+    """Print the leaderboard of RUN_DIRS (default: the newest run under runs/).
+
+    \b
+    Examples:
+      relearnbench table --stages all                  # the whole relearning curve
+      relearnbench table runs/quick-1a2b3c4d --format csv > quick.csv
+      relearnbench table --failed --traceback          # why cells failed
+    """
     _load_plugins(plugins)
+    if failed or tracebacks:
+        _print_failed(list(run_dirs), tracebacks)
+        return
     _print_table(list(run_dirs), fmt, long, stages, timing, metrics, prompts)
+
+
+def _print_failed(run_dirs, tracebacks: bool):
+    from relearnbench import table as T
+
+    run_dirs = run_dirs or [str(T.newest_run())]
+    _, cells = T.load(run_dirs)
+    failed = cells[cells["status"] == "failed"]
+    if failed.empty:
+        click.echo(f"no failed cells in {', '.join(run_dirs)}")
+    for c in failed.itertuples():
+        click.echo(f"{c.model}/{c.concept}/{c.method}/{c.attack}/{c.seed}: {c.error}")
+        if tracebacks:
+            click.echo("    " + (c.traceback or "(no traceback recorded)").rstrip().replace("\n", "\n    "))
 
 
 def _print_table(run_dirs, fmt, long, stages, timing, metrics=None, prompts=False):
@@ -170,6 +217,10 @@ def _print_table(run_dirs, fmt, long, stages, timing, metrics=None, prompts=Fals
         click.echo(T.render(T.long_table(df, timing), fmt), nl=False)
         return
     stages = None if stages == "all" else tuple(s.strip() for s in stages.split(","))
+    unknown = [s for s in stages or () if s not in set(df["stage"])]
+    if unknown:
+        raise UserError(f"--stages {unknown[0]}: no such stage in {', '.join(run_dirs)}; it has "
+                        f"{', '.join(sorted(set(df['stage']), key=T.stage_order))} (or --stages all)")
     if prompts:
         if stages:
             df = df[df["stage"].isin(stages)]
@@ -193,7 +244,13 @@ def _print_table(run_dirs, fmt, long, stages, timing, metrics=None, prompts=Fals
 @click.argument("pattern", required=False, default="*")
 @_plugins
 def ls(kind, pattern, plugins, debug):
-    """List plugins of KIND (all kinds by default) matching PATTERN (fnmatch)."""
+    """List plugins of KIND (all kinds by default) matching PATTERN (fnmatch).
+
+    \b
+    Examples:
+      relearnbench ls methods
+      relearnbench ls attacks 'ft*'
+    """
     from relearnbench.concepts import list_concepts
     from relearnbench.registry import REGISTRIES
     from relearnbench.spec import list_grids
@@ -218,11 +275,33 @@ def ls(kind, pattern, plugins, debug):
 
 
 @cli.command()
+@click.argument("name")
+@_plugins
+def show(name, plugins, debug):
+    """A plugin's --set keys: type, default, the value at each scale's preset, and what each means.
+
+    \b
+    Examples:
+      relearnbench show esd
+      relearnbench show uce+meta        # the base method's keys, then the wrapper's
+      relearnbench show sample          # the sampler every metric shares
+    """
+    from relearnbench.show import show as text
+
+    _load_plugins(plugins)
+    click.echo(text(name), nl=False)
+
+
+@cli.command()
 @click.argument("run_dir", required=False)
 @click.option("--out", type=click.Path(file_okay=False), help="Where to write (default RUN_DIR/report).")
 @_plugins
 def report(run_dir, out, plugins, debug):
-    """Write an HTML report of RUN_DIR (default: the newest run): leaderboard, curves, image sheets."""
+    """Write an HTML report of RUN_DIR (default: the newest run): leaderboard, curves, image sheets.
+
+    \b
+    Example: relearnbench report runs/quick-1a2b3c4d --out /tmp/report
+    """
     from relearnbench import table as T
     from relearnbench.report import write_report
 
@@ -233,7 +312,11 @@ def report(run_dir, out, plugins, debug):
 
 @cli.group()
 def toy():
-    """The embedded toy world."""
+    """The embedded toy world.
+
+    \b
+    Example: relearnbench toy build --out /tmp/toy
+    """
 
 
 @toy.command("build")

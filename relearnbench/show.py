@@ -1,0 +1,100 @@
+"""``relearnbench show NAME``: a plugin's ``--set`` keys with their types, defaults and comments, and the
+values its presets resolve to at each model scale (what a run would use without a ``--set``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import typing
+
+from relearnbench.errors import UserError, near_misses
+
+SCALES = ("toy", "sd14")
+KINDS = ("methods", "attacks", "metrics", "judges")
+
+
+def field_comments(config_cls) -> dict[str, str]:
+    """{field: its end-of-line comment} from the source of ``config_cls`` and the classes it extends."""
+    out: dict[str, str] = {}
+    for klass in config_cls.__mro__:
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        for line in source.splitlines():
+            m = re.match(r"\s+(\w+)\s*:[^#]*#\s*(.*)$", line)
+            if m:
+                out.setdefault(m.group(1), m.group(2).strip())
+    return out
+
+
+def _type(tp) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return "|".join(map(repr, typing.get_args(tp)))
+    return getattr(tp, "__name__", None) if not typing.get_args(tp) else str(tp).replace("typing.", "")
+
+
+def config_rows(config_cls, resolved: dict[str, object]) -> list[list[str]]:
+    """One row per field: key, type, default, the value at each scale, comment."""
+    hints, comments = typing.get_type_hints(config_cls), field_comments(config_cls)
+    rows = []
+    for f in dataclasses.fields(config_cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        at_scale = [repr(getattr(resolved[s], f.name)) if resolved.get(s) is not None else "-" for s in SCALES]
+        rows.append([f.name, _type(hints[f.name]), repr(default), *at_scale, comments.get(f.name, "")])
+    return rows
+
+
+def _table(rows: list[list[str]]) -> str:
+    head = ["key", "type", "default", *SCALES, "comment"]
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head) - 1)]
+    return "\n".join("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)) + "  " + r[-1]
+                     for r in [head, *rows])
+
+
+def _find(name: str):
+    from relearnbench.registry import REGISTRIES
+
+    kinds = [k for k in KINDS if name in REGISTRIES[k]]
+    if not kinds:
+        known = sorted({n for k in KINDS for n in REGISTRIES[k].list()} | {"sample", "model"})
+        raise UserError(f"no plugin named {name!r}; {near_misses(name, known)}")
+    return kinds[0], REGISTRIES[kinds[0]]
+
+
+def show(name: str) -> str:
+    """The text ``relearnbench show NAME`` prints."""
+    from relearnbench.config import instantiate, make_config, preset_file_layer
+
+    if name in ("sample", "model"):  # the core's own namespaces
+        from relearnbench.evaluate import SampleConfig
+        from relearnbench.models import ModelConfig
+
+        cls = SampleConfig if name == "sample" else ModelConfig
+        resolved = {s: make_config(cls, name, preset_file_layer(cls, s)) for s in SCALES}
+        return f"{name}: core settings\n--set {name}.KEY=VALUE\n{_table(config_rows(cls, resolved))}\n"
+    kind, registry = _find(name)
+    cls = registry.get(name)
+    preset = registry.meta(name.partition("+")[0]).get("preset")
+    resolved = {}
+    for scale in SCALES:
+        try:
+            resolved[scale] = instantiate(cls, scale, {}, preset, set())
+        except UserError:
+            resolved[scale] = None
+    wrapper = hasattr(cls, "base_cls")  # X+meta, X+retain: the base method's keys, then the wrapper's
+    parts = [f"{name} ({kind[:-1]}): {cls.__doc__.strip() if wrapper else registry.description(name)}"]
+    if wrapper:
+        base = cls.base_cls
+        parts += _section(base, f"the base method {cls.base_name}",
+                          {s: p and p.base.config for s, p in resolved.items()})
+    parts += _section(cls, f"the +{cls.suffix} wrapper" if wrapper else f"version {cls.version}",
+                      {s: p and p.config for s, p in resolved.items()})
+    return "\n".join(parts) + "\n"
+
+
+def _section(cls, label: str, resolved: dict) -> list[str]:
+    if not dataclasses.fields(cls.Config):
+        return ["(no settings)"]
+    return [f"--set {cls.config_name}.KEY=VALUE  ({label})", _table(config_rows(cls.Config, resolved))]

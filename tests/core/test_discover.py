@@ -1,0 +1,70 @@
+"""Finding one's way through the CLI: `show PLUGIN`, `table --failed/--traceback`, examples and defaults
+in every --help, and a `--stages` typo that says which stages exist."""
+
+import pytest
+
+from relearnbench.cli import cli, main
+
+DUMMY = ["--methods", "dummy", "--attacks", "dummy", "--metrics", "dummy", "--concepts", "triangle"]
+
+
+def _commands(group=cli, prefix=()):
+    for name, command in group.commands.items():
+        yield (*prefix, name)
+        if hasattr(command, "commands"):
+            yield from _commands(command, (*prefix, name))
+
+
+@pytest.mark.parametrize("command", list(_commands()), ids=" ".join)
+def test_every_help_has_an_example_and_its_defaults(command, capsys):
+    try:
+        main([*command, "--help"])
+    except SystemExit as e:
+        assert e.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # wrapping aside
+    assert "Example" in text, f"relearnbench {' '.join(command)} --help has no example"
+    if command == ("table",):
+        assert "[default: rich]" in text and "[default: pre,post]" in text
+    if command == ("run",):
+        assert "(default triangle,striped)" in text and "(default float32" in text
+
+
+def test_show_lists_keys_types_defaults_presets_and_comments(run_cli):
+    text = run_cli("show", "esd-x-3", check=True).stdout
+    lines = text.splitlines()
+    assert lines[0] == "esd-x-3 (method): ESD-x with negative guidance 3"
+    assert lines[1] == "--set esd.KEY=VALUE  (version 1)"
+    assert lines[2].split() == ["key", "type", "default", "toy", "sd14", "comment"]
+    rows = {line.split()[0]: line.split() for line in lines[3:]}
+    assert rows["train"][:5] == ["train", "'u'|'x'|'f'", "'u'", "'x'", "'x'"]  # the registry's preset at both scales
+    assert rows["steps"][:5] == ["steps", "int", "1000", "100", "1000"]  # esd.toml's [toy] steps = 100
+    assert " ".join(rows["lr"][5:]) == "Adam learning rate"
+    wrapped = run_cli("show", "uce+meta", check=True).stdout
+    assert "--set uce.KEY=VALUE  (the base method uce)" in wrapped and "--set meta.KEY=VALUE  (the +meta wrapper)" in wrapped
+    meta_steps = next(line.split() for line in wrapped.splitlines() if line.split()[:1] == ["steps"])
+    assert meta_steps[2:5] == ["0", "60", "100"]  # meta.toml's [toy.uce] and [sd14.uce]
+    sample = run_cli("show", "sample", check=True).stdout
+    assert "--set sample.KEY=VALUE" in sample
+    typo = run_cli("show", "esdd")
+    assert typo.returncode == 2 and "no plugin named 'esdd'" in typo.stderr
+
+
+def test_failed_cells_and_their_tracebacks(tmp_path, run_cli):
+    out = tmp_path / "run"
+    proc = run_cli("run", *DUMMY, "--set", "dummy.fail=true", "--out", out, "--debug")
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "dummy method failed on purpose" in proc.stderr  # --debug shows it
+    assert f"relearnbench table --failed --traceback {out}" in proc.stderr
+    failed = run_cli("table", out, "--failed", check=True).stdout
+    assert failed.strip() == ("toy/triangle/dummy/dummy/0: RuntimeError: dummy method failed on purpose "
+                              "(dummy.fail=true)")
+    tb = run_cli("table", out, "--failed", "--traceback", check=True).stdout
+    assert "    Traceback (most recent call last):" in tb and 'methods/dummy.py", line' in tb
+
+
+def test_an_unknown_stage_names_the_stages_there_are(tmp_path, run_cli):
+    out = tmp_path / "run"
+    run_cli("run", *DUMMY, "--out", out, check=True)
+    proc = run_cli("table", out, "--stages", "pre,foo")
+    assert proc.returncode == 2
+    assert "--stages foo: no such stage" in proc.stderr and "pre, post@0, post@1, post@2, post" in proc.stderr
