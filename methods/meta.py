@@ -15,7 +15,17 @@ X's gradient plus the retain gradients γ_u ∇L(θ; D_unrelated) + γ_r ∇L(θ
 and the gradients at θ' of the held-out forget, related and unrelated losses, weighted γ'_f, γ'_r,
 γ'_u, are *subtracted* from θ's gradient (the Jacobian dθ'/dθ taken as the identity); clip, step.
 ``order=2`` is the paper's objective: θ_FT is M plain SGD steps of size τ kept in the autograd
-graph (torch.func.functional_call), so the gradient flows through the inner updates.
+graph (torch.func.functional_call), so the gradient flows through the inner updates. Each inner
+gradient is scaled to norm ``max_grad_norm`` (differentiably: a clip when it is longer, as order 1
+clips, and a stretch when it is shorter, since an Adam step's length does not depend on the gradient's
+scale), and τ defaults to √2·inner_lr·√N / max_grad_norm for the N UNet weights. One Adam step of
+inner_lr moves every weight by about inner_lr, inner_lr·√N in all; Adam's momentum carries each step's
+direction into the next while plain SGD steps on fresh batches partly cancel, which the √2 offsets as
+measured: θ_FT then lies about as far from θ at order 2 as at order 1 (within 1.5× on the toy model and
+the tiny random one; ``benchmarks/meta_displacement.py`` prints both).
+
+The weights γ come from a named ``preset`` (``PRESETS``: what the authors' scripts pass, what they meant,
+the paper's ζ form); a weight set in a preset table or by ``--set`` overrides the preset's.
 
 Switches ablate the two mechanisms the paper credits: ``forget_term`` (−L(θ_FT; D_FT), which
 shrinks the finetuning gradient on forget data), ``retain_diff`` (−L(θ_FT; D_r), which makes the
@@ -35,7 +45,7 @@ import inspect
 import pathlib
 import tomllib
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Iterator, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -58,9 +68,10 @@ class Meta(Method):
         steps: int = 0  # outer steps (0 = the base method's steps)
         lr: float = 0.0  # ω, AdamW learning rate of the outer step (0 = the base method's lr)
         weight_decay: float = 1e-4  # of the outer and inner AdamW
-        max_grad_norm: float = 1.0  # clip of the summed outer gradient, and of each inner step's
+        max_grad_norm: float = 1.0  # clip of the summed outer gradient and of each inner step's (order 2: its norm)
         inner_steps: int = 3  # M simulated finetuning steps per outer step
-        inner_lr: float = 1e-5  # AdamW lr of the simulated finetune (order 1), or its SGD step τ (order 2)
+        inner_lr: float = 1e-5  # AdamW lr of the simulated finetune (order 1)
+        tau: float = 0.0  # τ, the SGD step of the simulated finetune at order 2; 0 = √2·inner_lr·√(UNet weights)/clip
         inner_batch: int = 10  # forget-train images per inner step
         forget_images: int = 60  # forget images, halved into finetune-train and held-out
         retain_images: int = 30  # images of the related prompts, and as many of the unrelated ones
@@ -68,17 +79,18 @@ class Meta(Method):
         term_batches: int = 1  # batches whose gradients are summed per term (authors: 3 batches of 10)
         forward_batch: int = 0  # most images per UNet call when the terms are evaluated together (0 = all)
         timesteps: tuple[int, ...] = ()  # fixed timesteps per term, summed (() = one random t per image)
-        forget_ft: float = 0.1  # γ'_f (authors' γ2_1): weight of −L(θ_FT; held-out forget)
-        related_ft: float = 0.1  # γ'_r (γ2_2): weight of −L(θ_FT; related)
-        unrelated_ft: float = 0.01  # γ'_u (γ2_3): weight of −L(θ_FT; unrelated)
-        related: float = 0.01  # γ_r (γ1_2): weight of +L(θ; related)
-        unrelated: float = 0.1  # γ_u (γ1_1): weight of +L(θ; unrelated)
+        preset: str = "authors-intended"  # the γ below when not set: a name in PRESETS
+        forget_ft: Optional[float] = None  # γ'_f (authors' γ2_1): weight of −L(θ_FT; held-out forget)
+        related_ft: Optional[float] = None  # γ'_r (γ2_2): weight of −L(θ_FT; related)
+        unrelated_ft: Optional[float] = None  # γ'_u (γ2_3): weight of −L(θ_FT; unrelated)
+        related: Optional[float] = None  # γ_r (γ1_2): weight of +L(θ; related)
+        unrelated: Optional[float] = None  # γ_u (γ1_1): weight of +L(θ; unrelated)
         forget_term: bool = True  # switch: the −L(θ_FT; D_FT) term
         retain_diff: bool = True  # switch: the −L(θ_FT; D_r) terms
         retain: bool = True  # switch: the +L(θ; D_r) terms
 
     config_name = "meta"
-    version = "2"  # 2: the terms evaluated together, fused inner AdamW (same math, other rounding)
+    version = "3"  # 3: order 2's τ and inner clipping; 2: the terms evaluated together, fused inner AdamW
     base_cls: type = Method
     base_name: str = ""
     suffix: str = "meta"
@@ -186,14 +198,23 @@ class Meta(Method):
                 data[which] = encode_set(model, concept, ctx, prompts, c.retain_images, seed=ctx.seed + seed)
         return data
 
+    def gammas(self) -> dict[str, float]:
+        """The five weights: each one set in the config, else the preset's (its base method's row if it has one)."""
+        c = self.config
+        if c.preset not in PRESETS:
+            raise UserError(f"meta.preset={c.preset!r}: known presets {', '.join(PRESETS)}")
+        rows = PRESETS[c.preset]
+        row = rows.get(getattr(self.base, "config_name", ""), rows[""])
+        return {k: getattr(c, k) if getattr(c, k) is not None else row[k] for k in row}
+
     def terms(self, at: str) -> list[tuple[float, Encoded]]:
         """(signed weight, data) of the terms at θ (``at="theta"``, added) or θ_FT (``"ft"``, subtracted)."""
-        c, d = self.config, self.data
+        c, d, w = self.config, self.data, self.gammas()
         if at == "theta":
-            pairs = [(c.unrelated, "unrelated"), (c.related, "related")] if c.retain else []
+            pairs = [(w["unrelated"], "unrelated"), (w["related"], "related")] if c.retain else []
         else:
-            pairs = ([(-c.forget_ft, "forget_test")] if c.forget_term else []) + \
-                    ([(-c.related_ft, "related"), (-c.unrelated_ft, "unrelated")] if c.retain_diff else [])
+            pairs = ([(-w["forget_ft"], "forget_test")] if c.forget_term else []) + \
+                    ([(-w["related_ft"], "related"), (-w["unrelated_ft"], "unrelated")] if c.retain_diff else [])
         return [(w, d[k]) for w, k in pairs if w and k in d]
 
     def losses(self, model: Model, unet, terms: list[tuple[float, Encoded]]) -> Iterator[torch.Tensor]:
@@ -225,12 +246,18 @@ class Meta(Method):
                                            weight_decay=self.config.weight_decay, fused=fused)
 
     def _first_order(self, model: Model, named: list) -> None:
-        c, g = self.config, self.generator
         params = [p for _, p in named]
         for loss in self.losses(model, model.unet, self.terms("theta")):
             _accumulate(params, torch.autograd.grad(loss, params, allow_unused=True))
         if not self.meta_terms():
             return
+        self._finetune_copy(model)
+        for loss in self.losses(model, self.copy, self.terms("ft")):
+            _accumulate(params, torch.autograd.grad(loss, self.copy_trained, allow_unused=True))
+
+    def _finetune_copy(self, model: Model) -> None:
+        """θ' ← θ, then M AdamW steps on forget-train images: the authors' simulated finetune."""
+        c, g = self.config, self.generator
         with torch.no_grad():
             for dst, src in zip(self.copy_params, model.unet.parameters()):
                 dst.copy_(src)
@@ -245,8 +272,6 @@ class Meta(Method):
             if c.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(self.copy_params, c.max_grad_norm)
             self.inner_opt.step()
-        for loss in self.losses(model, self.copy, self.terms("ft")):
-            _accumulate(params, torch.autograd.grad(loss, self.copy_trained, allow_unused=True))
 
     # -- order 2: the paper's objective ------------------------------------------------------------
     def objective(self, model: Model, named: list, second_order: bool = True) -> torch.Tensor:
@@ -254,24 +279,76 @@ class Meta(Method):
         (``second_order=False`` detaches the inner gradients: the first-order approximation).
 
         Math attention: the fused CPU and CUDA kernels have no double backward."""
-        c, g = self.config, self.generator
         J = torch.zeros((), device=model.unet.device)
         with sdpa_kernel(SDPBackend.MATH):
             for loss in self.losses(model, model.unet, self.terms("theta")):
                 J = J + loss
             if not self.meta_terms():
                 return J
-            # trained weights enter as themselves, the others as fresh leaves the inner step may move
-            fast = {n: p if p.requires_grad else p.detach().requires_grad_(True)
-                    for n, p in model.unet.named_parameters()}
-            for x0, cond in self.data["forget_train"].batches(c.inner_steps, c.inner_batch, g):
-                loss = denoising_loss(model, x0, cond, unet=_At(model.unet, fast), generator=g)
-                grads = torch.autograd.grad(loss, list(fast.values()), create_graph=second_order,
-                                            allow_unused=True)
-                fast = {n: v if gr is None else v - c.inner_lr * gr for (n, v), gr in zip(fast.items(), grads)}
+            fast = self._fast_weights(model, second_order)
             for loss in self.losses(model, _At(model.unet, fast), self.terms("ft")):
                 J = J + loss
         return J
+
+    def tau(self, model: Model) -> float:
+        """τ: as set, or √2 × the length of one Adam step of inner_lr over the N UNet weights (inner_lr·√N),
+        divided by the norm each inner gradient is scaled to (see the module docstring)."""
+        c = self.config
+        n = sum(p.numel() for p in model.unet.parameters())
+        return c.tau or (2 * n) ** 0.5 * c.inner_lr / (c.max_grad_norm or 1.0)
+
+    def _fast_weights(self, model: Model, second_order: bool = True) -> dict:
+        """θ_FT: M SGD steps of size τ on forget-train images, each gradient scaled to norm ``max_grad_norm``
+        (none when 0), kept in the autograd graph when ``second_order``."""
+        c, g, tau = self.config, self.generator, self.tau(model)
+        # trained weights enter as themselves, the others as fresh leaves the inner step may move
+        fast = {n: p if p.requires_grad else p.detach().requires_grad_(True)
+                for n, p in model.unet.named_parameters()}
+        for x0, cond in self.data["forget_train"].batches(c.inner_steps, c.inner_batch, g):
+            loss = denoising_loss(model, x0, cond, unet=_At(model.unet, fast), generator=g)
+            grads = torch.autograd.grad(loss, list(fast.values()), create_graph=second_order, allow_unused=True)
+            step = tau
+            if c.max_grad_norm:
+                norm = torch.sqrt(sum((gr.float() ** 2).sum() for gr in grads if gr is not None))
+                step = tau * c.max_grad_norm / (norm + 1e-12)
+            fast = {n: v if gr is None else v - step * gr for (n, v), gr in zip(fast.items(), grads)}
+        return fast
+
+    @torch.no_grad()
+    def displacement(self, model: Model, concept: Concept, ctx: Context) -> float:
+        """‖θ_FT − θ‖ of one simulated finetune from the model as it is, at this config's order."""
+        self.generator = torch.Generator().manual_seed(ctx.seed + 7919)
+        self.data = self._data(model, concept, ctx)
+        theta = {n: p.detach().clone() for n, p in model.unet.named_parameters()}
+        with torch.enable_grad():
+            if self.config.order == 1:
+                self._allocate_copy(model, set(theta))
+                self._finetune_copy(model)
+                moved = dict(self.copy.named_parameters())
+            else:
+                with sdpa_kernel(SDPBackend.MATH):
+                    moved = self._fast_weights(model, second_order=False)
+        out = torch.sqrt(sum(((moved[n].detach().float() - t.float()) ** 2).sum() for n, t in theta.items()))
+        self.release()
+        return out.item()
+
+
+PRESETS = {
+    # γ1 (retain weights at θ) and γ2 (weights at θ_FT) per preset; a row for a base method by its config name
+    # scripts/esd_meta.sh and scripts/meta.sh (sail-sg/Meta-Unlearning) pass --gamma2_1 0.1 --gamma2_1 0.1
+    # --gamma2_1 0.01: argparse keeps the last, so γ2_1 = 0.01 and γ2_2 = γ2_3 keep their default 1.0
+    "authors-effective": {
+        "": dict(unrelated=0.1, related=0.01, forget_ft=0.01, related_ft=1.0, unrelated_ft=1.0),
+        "uce": dict(unrelated=0.1, related=0.1, forget_ft=0.01, related_ft=1.0, unrelated_ft=1.0)},
+    # the three values those scripts pass, in the order of γ2_1, γ2_2, γ2_3
+    "authors-intended": {
+        "": dict(unrelated=0.1, related=0.01, forget_ft=0.1, related_ft=0.1, unrelated_ft=0.01),
+        "uce": dict(unrelated=0.1, related=0.1, forget_ft=0.1, related_ft=0.1, unrelated_ft=0.01)},
+    # the paper's objective: L_meta = −L(θ_FT; D_FT) − ζ [L(θ_FT; D_r) − L(θ; D_r)] at weight γ2, so the retain
+    # loss enters at θ and at θ_FT with the same weight γ2·ζ. Ours: γ2 = 0.1 (the intended γ2_1) and ζ = 1; the
+    # paper publishes neither. At order 1 the two retain terms cancel but for how θ_FT moved the retain gradient.
+    "paper": {"": dict(unrelated=0.1, related=0.1, forget_ft=0.1, related_ft=0.1, unrelated_ft=0.1)},
+}
 
 
 class _At:

@@ -17,7 +17,7 @@ def test_second_order_gradient_matches_finite_differences(build, ctx):
     """dJ/dθ along a random direction, J(θ) = Σ L(θ; D_r) − Σ L(θ_FT(θ); D), θ_FT two SGD steps of
     size τ = 1 (large, so that the inner steps' Jacobian matters): autograd through the inner steps
     agrees with central differences; the first-order approximation does not."""
-    method = build("none+meta", meta=dict(order=2, inner_lr=1.0, inner_steps=2, **ALL_TERMS))
+    method = build("none+meta", meta=dict(order=2, tau=1.0, max_grad_norm=0.0, inner_steps=2, **ALL_TERMS))
     model = tiny_model()
     method.data = method._data(model, tiny_concept(), ctx)
     named = list(model.unet.named_parameters())
@@ -149,3 +149,37 @@ def test_wrapping_errors_are_clear():
     with pytest.raises(UserError, match="unknown wrapper"):
         wrap(METHODS.get("esd"), "bogus", "esd")
     assert METHODS.get("esd+meta") is METHODS.get("esd+meta")  # one class per (base, suffix)
+
+
+@pytest.mark.parametrize("scale", ["toy", "sd14"])
+def test_order_two_moves_theta_as_far_as_order_one(scale, build, ctx):
+    """At the default settings (τ = inner_lr·√N, inner clipping) order 2's simulated finetune moves θ about
+    as far as order 1's AdamW steps; τ = inner_lr, the old default, moved it less than a tenth as far."""
+    model, concept = tiny_model(), tiny_concept()
+    keep = dict(inner_steps=3, inner_batch=4, forget_images=8, retain_images=4)
+    if scale == "sd14":
+        keep.update(inner_lr=1e-5)
+    moved = {order: build("none+meta", meta=dict(keep, order=order)).displacement(model, concept, ctx)
+             for order in (1, 2)}
+    assert moved[2] > moved[1] / 10, moved
+    assert moved[1] / 2 < moved[2] < 2 * moved[1], moved
+    old = build("none+meta", meta=dict(keep, order=2, tau=build("none+meta").config.inner_lr)).displacement(
+        model, concept, ctx)
+    assert old < moved[1] / 10
+
+
+def test_presets_name_the_weights(build):
+    from relearnbench.config import instantiate
+
+    effective = instantiate(METHODS.get("esd-u-1+meta"), "sd14", {})
+    assert effective.config.preset == "authors-effective"
+    assert effective.gammas() == dict(unrelated=0.1, related=0.01, forget_ft=0.01, related_ft=1.0, unrelated_ft=1.0)
+    uce = instantiate(METHODS.get("uce+meta"), "sd14", {})
+    assert uce.gammas()["related"] == 0.1 and uce.config.steps == 100
+    paper = instantiate(METHODS.get("esd-u-1+meta"), "sd14", {"meta": {"preset": "paper"}}).gammas()
+    assert paper["related"] == paper["related_ft"] and paper["unrelated"] == paper["unrelated_ft"]
+    intended = instantiate(METHODS.get("esd-u-1+meta"), "sd14", {"meta": {"preset": "authors-intended",
+                                                                        "related_ft": 0.5}}).gammas()
+    assert (intended["forget_ft"], intended["unrelated_ft"], intended["related_ft"]) == (0.1, 0.01, 0.5)
+    with pytest.raises(UserError, match="authors-effective"):
+        instantiate(METHODS.get("esd+meta"), "sd14", {"meta": {"preset": "authors"}}).gammas()
