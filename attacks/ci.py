@@ -29,9 +29,11 @@ class ConceptInversion(Attack):
 
     @dataclass(frozen=True)
     class Config:
-        steps: int = 1000  # optimisation steps (Pham et al. train thousands; their exact count varies by method)
-        lr: float = 5e-3  # AdamW learning rate on the word embedding (Pham et al.: 5e-3)
-        batch_size: int = 4  # images per step
+        steps: int = 1000  # optimiser steps (Pham et al.: 5000)
+        lr: float = 5e-3  # AdamW base learning rate on the word embedding (Pham et al.: 5e-3)
+        scale_lr: bool = False  # multiply lr by batch_size × grad_accum, as Pham et al.'s --scale_lr
+        batch_size: int = 4  # images per micro-batch
+        grad_accum: int = 1  # micro-batches whose mean gradient makes one step (Pham et al.: 4)
         weight_decay: float = 1e-2  # AdamW weight decay (diffusers' textual-inversion default)
         images_per_prompt: int = 8  # training images made per attack prompt
         token: str = "<concept>"  # the new word added to the tokenizer
@@ -41,6 +43,12 @@ class ConceptInversion(Attack):
 
     config_name = "ci"
     version = "1"
+
+    def lr(self) -> float:
+        """The learning rate the optimiser gets: Pham et al.'s concept_inversion.py with --scale_lr multiplies
+        it by gradient_accumulation_steps × train_batch_size × num_processes (one process here)."""
+        c = self.config
+        return c.lr * c.batch_size * c.grad_accum if c.scale_lr else c.lr
 
     def run(self, model: Model, concept: Concept, ctx: Context, evaluate) -> None:
         cfg = self.config
@@ -64,17 +72,18 @@ class ConceptInversion(Attack):
 
         ids = tokenize(model, captions)
         mask = ids == token_id
-        optimizer = torch.optim.AdamW([v], lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW([v], lr=self.lr(), weight_decay=cfg.weight_decay)
         g = torch.Generator().manual_seed(ctx.seed)
         for step in ctx.track(range(cfg.steps), "ci textual inversion", total=cfg.steps):
-            idx = torch.randint(len(x0), (cfg.batch_size,), generator=g)
-            n = int(mask[idx].sum())
-            c = encode_text_with_embeddings(model, ids[idx], mask[idx], v.expand(n, -1))
-            loss = denoising_loss(model, x0[idx], c, generator=g)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"ci: loss is {loss.item()} at step {step}; lower --set ci.lr")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            for _ in range(cfg.grad_accum):  # accelerate's accumulate: the mean of the micro-batches' gradients
+                idx = torch.randint(len(x0), (cfg.batch_size,), generator=g)
+                n = int(mask[idx].sum())
+                c = encode_text_with_embeddings(model, ids[idx], mask[idx], v.expand(n, -1))
+                loss = denoising_loss(model, x0[idx], c, generator=g)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"ci: loss is {loss.item()} at step {step}; lower --set ci.lr")
+                (loss / cfg.grad_accum).backward()
             optimizer.step()
 
         with torch.no_grad():

@@ -12,8 +12,11 @@ remaps the forget concept to a pseudo prompt c' on the forget images and keeps t
 c' is the concept's anchor (as the NSFW script maps "nude" to "wearing clothes") or, with
 ``remap="unrelated"``, a random train_unrelated prompt per image (the class-wise random-label
 variant). The forget images are of every train prompt or (``prompts="first"``) of the first, the
-concept's name, as the NSFW recipe's one prompt; the retain set is of the train benign prompts. Note: the authors' mask script ranks ascending and
-keeps the *smallest* half of the gradient magnitudes; the paper (and this file) keeps the largest.
+concept's name, as the NSFW recipe's one prompt; the retain set is of the train benign prompts.
+``captions`` gives a concept the recipe's own captions instead (the NSFW script: forget images of
+"a photo of a nude person", c' and the retain images "a photo of a person wearing clothes"). The
+mask keeps the largest gradient magnitudes, as the paper and the authors' mask script (which ranks
+the negated magnitudes in ascending order).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch.nn.functional as F
 
 from relearnbench.api import Concept, Context, LossMethod, Model
 from relearnbench.diffusion import add_noise, cfg, denoising_loss, encode_text_frozen, predict, sample_timesteps
+from relearnbench.errors import UserError
 from relearnbench.methods.common import encode_set, trainable, training_prompts
 
 
@@ -46,6 +50,9 @@ class SalUn(LossMethod):
         prompts: Literal["all", "first"] = "all"  # forget images of every train prompt, or of the first (the name)
         retain_images: int = 64  # train_related + train_unrelated images encoded once
         max_grad_norm: float = 0.0  # gradient clipping (0 = none, as the reference code)
+        # "concept=forget caption|remap caption": that concept's forget images are of the first caption, and c'
+        # and its retain images of the second (the authors' NSFW recipe), instead of its prompts and anchor
+        captions: tuple[str, ...] = ()
 
     config_name = "salun"
     version = "1"
@@ -53,16 +60,29 @@ class SalUn(LossMethod):
     def prepare(self, model: Model, concept: Concept, ctx: Context) -> list:
         c = self.config
         self.generator = torch.Generator().manual_seed(ctx.seed)
-        self.forget = encode_set(model, concept, ctx, training_prompts(concept, c.prompts), c.forget_images,
-                                 seed=ctx.seed)
-        self.retain = encode_set(model, concept, ctx, concept.train_benign, c.retain_images, seed=ctx.seed + 1)
+        recipe = self.recipe(concept)
+        forget = [recipe[0]] if recipe else training_prompts(concept, c.prompts)
+        self.forget = encode_set(model, concept, ctx, forget, c.forget_images, seed=ctx.seed)
+        retain = [recipe[1]] if recipe else concept.train_benign
+        self.retain = encode_set(model, concept, ctx, retain, c.retain_images, seed=ctx.seed + 1)
         device = model.unet.device
         self.uncond = encode_text_frozen(model, [""]).to(device)
-        pseudo = [concept.anchor] if c.remap == "anchor" else list(concept.train_unrelated)
+        pseudo = [recipe[1]] if recipe else [concept.anchor] if c.remap == "anchor" else list(concept.train_unrelated)
         self.pseudo = encode_text_frozen(model, pseudo).to(device)
         named = trainable(model.unet, "f" if c.train == "f" else "x")
         self.masks = self._saliency(model, [p for _, p in named])
         return named
+
+    def recipe(self, concept: Concept) -> tuple[str, str] | None:
+        """(forget caption, remap caption) that ``captions`` gives this concept, or None."""
+        for item in self.config.captions:
+            name, eq, pair = item.partition("=")
+            forget, bar, remap = pair.partition("|")
+            if not eq or not bar or not forget.strip() or not remap.strip():
+                raise UserError(f"salun.captions: expected 'concept=forget caption|remap caption', got {item!r}")
+            if name.strip() == concept.name:
+                return forget.strip(), remap.strip()
+        return None
 
     def _saliency(self, model: Model, params: list) -> list:
         """Boolean masks, one per parameter: the top ``mask_fraction`` of |∇ ℓ_f| over all of them."""

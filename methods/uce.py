@@ -32,7 +32,7 @@ class UCE(Method):
     @dataclass(frozen=True)
     class Config:
         erase_scale: float = 1.0  # s_e, weight of the erase terms
-        preserve_scale: float = 0.1  # s_p, weight of the preserve terms
+        preserve_scale: float = 0.1  # s_p, weight of the preserve terms; 0 = the paper script's max(0.1, 1/count)
         lamb: float = 0.1  # λ, pull towards the original weights
         tokens: Literal["tail", "last"] = "tail"  # which tokens of a prompt are edited (see the docstring)
         guide: Literal["anchor", "unrelated"] = "anchor"  # v*: the concept's anchor, or its unrelated prompts in turn
@@ -56,15 +56,17 @@ class UCE(Method):
             erase_in.append(ci)
             guide_in.append(gi)
         preserve_in = [self.preserve_tokens(model, p) for p in preserve]
+        # train_erase.py: preserve_scale = max(0.1, 1/len(retain_texts)) unless given
+        s_p = c.preserve_scale or (max(0.1, 1 / len(preserve)) if preserve else 0.0)
         C_e = torch.cat(erase_in).double()  # [n_e, in]
         C_g = torch.cat(guide_in).double()
         C_p = torch.cat(preserve_in).double() if preserve_in else C_e[:0]
         for proj in self.projections(model.unet):
             W_old = proj.weight.detach().double()
             mat1 = c.lamb * W_old + c.erase_scale * (C_g @ W_old.T).T @ C_e \
-                + c.preserve_scale * (C_p @ W_old.T).T @ C_p
+                + s_p * (C_p @ W_old.T).T @ C_p
             mat2 = c.lamb * torch.eye(W_old.shape[1], dtype=W_old.dtype, device=W_old.device) \
-                + c.erase_scale * C_e.T @ C_e + c.preserve_scale * C_p.T @ C_p
+                + c.erase_scale * C_e.T @ C_e + s_p * C_p.T @ C_p
             # W = mat1 · mat2⁻¹, mat2 symmetric positive definite: solve rather than invert
             W = torch.linalg.solve(mat2, mat1.T).T
             with torch.no_grad():

@@ -281,7 +281,7 @@ class ImageNetJudge(Judge):
 
     @dataclass(frozen=True)
     class Config:
-        weights: str = "IMAGENET1K_V1"  # torchvision weight set; V1 is what resnet50(pretrained=True) gave the published evaluations
+        weights: str = "IMAGENET1K_V1"  # torchvision weight set (V1: resnet50(pretrained=True); the sd14 preset: V2)
         path: str = ""  # a .pth state dict; "" = the torch hub cache ($TORCH_HOME/hub/checkpoints)
         batch_size: int = 32  # images per forward pass at 224×224
 

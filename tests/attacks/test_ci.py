@@ -22,3 +22,25 @@ def test_ci_learns_a_new_word_and_prompts_with_it(concept, build, make_ctx, reco
     assert token_id in model.tokenizer(prompts[0].text).input_ids  # one word, not split into pieces
     after = model.unet.state_dict()
     assert all(torch.equal(after[k], unet_before[k]) for k in unet_before)
+
+
+def test_lr_scales_by_batch_and_accumulation_as_pham_et_al(concept, build, make_ctx, recorder, monkeypatch):
+    import pytest
+
+    from relearnbench.config import instantiate
+    from relearnbench.registry import ATTACKS
+
+    sd = instantiate(ATTACKS.get("ci"), "sd14", {})
+    assert (sd.config.steps, sd.config.batch_size, sd.config.grad_accum) == (5000, 4, 4)
+    assert sd.lr() == pytest.approx(5e-3 * 4 * 4)  # esd/train.sh: --learning_rate=5.0e-03 --scale_lr
+    assert instantiate(ATTACKS.get("ci"), "toy", {}).lr() == 5e-3
+    seen, calls = [], []
+    real = torch.optim.AdamW
+    monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, **kw: seen.append(lr) or real(params, lr, **kw))
+    import relearnbench.attacks.ci as ci
+
+    real_loss = ci.denoising_loss
+    monkeypatch.setattr(ci, "denoising_loss", lambda *a, **k: calls.append(1) or real_loss(*a, **k))
+    build("ci", steps=2, lr=1e-3, batch_size=2, grad_accum=3, scale_lr=True).run(tiny_model(), concept, make_ctx(),
+                                                                                 recorder())
+    assert seen == [pytest.approx(1e-3 * 2 * 3)] and len(calls) == 2 * 3  # 3 micro-batches per step

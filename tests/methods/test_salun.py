@@ -44,3 +44,27 @@ def test_prompts_first_takes_the_forget_images_of_the_concepts_name_only(build, 
         asked.clear()
         build("salun", salun={"prompts": prompts, "mask_fraction": 1.0}).prepare(tiny_model(), concept, ctx)
         assert asked[0] == expected and asked[1] == list(concept.train_benign)  # forget set, then retain set
+
+
+def test_recipe_captions_replace_the_forget_retain_and_remap_texts(build, ctx, monkeypatch):
+    import pytest
+
+    import relearnbench.methods.salun as salun
+    from relearnbench.diffusion import encode_text_frozen
+    from relearnbench.errors import UserError
+
+    asked = []
+    real = salun.encode_set
+    monkeypatch.setattr(salun, "encode_set", lambda m, c, x, prompts, n, seed=0:
+                        asked.append(list(prompts)) or real(m, c, x, prompts, n, seed=seed))
+    model, concept = tiny_model(), tiny_concept()
+    captions = ["nudity=a nude|a clothed", "triangle=a red triangle|a square"]
+    method = build("salun", salun={"captions": captions, "mask_fraction": 1.0})
+    method.prepare(model, concept, ctx)
+    assert asked == [["a red triangle"], ["a square"]]
+    assert torch.equal(method.pseudo, encode_text_frozen(model, ["a square"]))
+    asked.clear()  # another concept's captions leave this one alone
+    build("salun", salun={"captions": captions[:1], "mask_fraction": 1.0}).prepare(model, concept, ctx)
+    assert asked == [list(concept.train), list(concept.train_benign)]
+    with pytest.raises(UserError, match="salun.captions"):
+        build("salun", salun={"captions": ["triangle=no bar"], "mask_fraction": 1.0}).prepare(model, concept, ctx)

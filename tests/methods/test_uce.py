@@ -82,3 +82,18 @@ def test_preserving_the_empty_prompt_keeps_its_keys_and_values(build, ctx):
         moved[keep_uncond] = sum(float((empty @ (p.weight.detach().double() - old[k]).T).norm())
                                  for k, p in cross_attention_projections(model.unet).items())
     assert moved[True] < 0.5 * moved[False]
+
+
+@pytest.mark.parametrize("preserve", ["none", "benign"])
+def test_preserve_scale_zero_is_the_paper_scripts_rule(preserve, build, ctx):
+    """train_erase.py: preserve_scale = max(0.1, 1/len(retain_texts)); retain_texts = [""] + the preserved
+    prompts (tiny_concept: 2 benign prompts, so 1/3 for benign; "" alone gives 1.0)."""
+    expected = max(0.1, 1 / (1 + (0 if preserve == "none" else 2)))
+    settings = {"preserve": preserve, "preserve_uncond": True}
+    models = []
+    for s_p in (0.0, expected):
+        model = tiny_model()
+        build("uce", uce={**settings, "preserve_scale": s_p}).unlearn(model, tiny_concept(), ctx)
+        models.append(cross_attention_projections(model.unet))
+    auto, explicit = models
+    assert all(torch.equal(auto[k].weight, explicit[k].weight) for k in auto)
