@@ -310,6 +310,33 @@ def report(run_dir, out, plugins, debug):
     click.echo(str(page))
 
 
+@cli.command()
+@click.argument("run_dir")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="A new folder for the pipeline.")
+@click.option("--cell", help="MODEL/CONCEPT/METHOD/ATTACK/SEED, as `table --long` prints it.")
+@click.option("--model", help="Instead of --cell: narrow by model ...")
+@click.option("--concept", help="... concept ...")
+@click.option("--method", help="... method ...")
+@click.option("--attack", help="... attack (needed with --stage post) ...")
+@click.option("--seed", help="... and seed (each may be left out where the run has one).")
+@click.option("--stage", type=click.Choice(["pre", "post"]), default="pre", show_default=True,
+              help="pre: the unlearned model; post: after the cell's attack (rerun, seeded as the run).")
+@click.option("--lora", type=click.Choice(["merged", "adapter"]), default="merged", show_default=True,
+              help="--stage post after a LoRA attack: merge it into the UNet, or write it beside the pipeline.")
+@_plugins
+def export(run_dir, out, cell, model, concept, method, attack, seed, stage, lora, plugins, debug):
+    """Write a cell's model as a diffusers pipeline folder with a model card (README.md)."""
+    from relearnbench.export import export as write, parse_cell
+
+    _load_plugins(plugins)
+    given = parse_cell(cell) if cell else dict(model=model, concept=concept, method=method, attack=attack, seed=seed)
+    if cell and any((model, concept, method, attack, seed)):
+        raise UserError("give --cell or --model/--concept/--method/--attack/--seed, not both")
+    if stage == "post" and not given["attack"]:
+        raise UserError("--stage post exports the model after an attack: name it with --attack (or --cell)")
+    click.echo(str(write(run_dir, given, out, stage, lora)))
+
+
 @cli.group()
 def toy():
     """The embedded toy world.

@@ -54,3 +54,50 @@ def tiny():
 
 needs_toy = pytest.mark.skipif(not (TOY_ASSETS / "manifest.json").exists(),
                                reason="toy assets not built (relearnbench toy build)")
+
+
+def _to_compvis(state: dict, layers_per_block: int) -> dict:
+    """A diffusers SD-1.x UNet state dict in the CompVis (original Stable Diffusion) key names, as
+    ``model.diffusion_model.*`` in a training checkpoint's ``state_dict``. This key map lives only
+    in the tests, to build test files; relearnbench converts the other way with diffusers' own converter."""
+    L = layers_per_block
+    resnet = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
+              "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+    fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+    up_has_attention = {int(k.split(".")[1]) for k in state if k.startswith("up_blocks.") and ".attentions." in k}
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        head = next((h for h in fixed if key.startswith(h + ".")), None)
+        if head:
+            new = fixed[head] + key[len(head):]
+        elif parts[0] in ("down_blocks", "up_blocks", "mid_block"):
+            if parts[0] == "mid_block":
+                i, kind, j, rest = 0, parts[1], int(parts[2]), parts[3:]
+                place = f"middle_block.{2 * j if kind == 'resnets' else 1}"
+            else:
+                i, kind, j, rest = int(parts[1]), parts[2], int(parts[3]), parts[4:]
+                if parts[0] == "down_blocks":
+                    layer = i * (L + 1) + j + 1
+                    place = {"resnets": f"input_blocks.{layer}.0", "attentions": f"input_blocks.{layer}.1",
+                             "downsamplers": f"input_blocks.{(i + 1) * (L + 1)}.0.op"}[kind]
+                else:
+                    layer = i * (L + 1) + j  # an up level has one layer more than a down level
+                    place = {"resnets": f"output_blocks.{layer}.0", "attentions": f"output_blocks.{layer}.1",
+                             "upsamplers": f"output_blocks.{i * (L + 1) + L}.{2 if i in up_has_attention else 1}"}[kind]
+            if kind == "resnets":
+                rest = [resnet.get(rest[0], rest[0])] + rest[1:]
+            elif kind == "downsamplers":
+                rest = rest[1:]  # "conv.weight" -> "op.weight"
+            new = f"{place}.{'.'.join(rest)}"
+        else:
+            raise KeyError(key)
+        out[f"model.diffusion_model.{new}"] = value
+    return out
+
+
+@pytest.fixture
+def to_compvis():
+    """to_compvis(state, layers_per_block): a diffusers UNet state dict in CompVis key names."""
+    return _to_compvis

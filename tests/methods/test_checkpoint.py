@@ -17,47 +17,6 @@ from relearnbench.testing import tiny_model
 CTX = Context(device="cpu", dtype=torch.float32, seed=0)
 
 
-def to_compvis(state: dict, layers_per_block: int) -> dict:
-    """A diffusers SD-1.x UNet state dict in the CompVis (original Stable Diffusion) key names, as
-    ``model.diffusion_model.*`` in a training checkpoint's ``state_dict``. This key map lives only
-    here, to build test files; relearnbench converts the other way with diffusers' own converter."""
-    L = layers_per_block
-    resnet = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
-              "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
-    fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
-    up_has_attention = {int(k.split(".")[1]) for k in state if k.startswith("up_blocks.") and ".attentions." in k}
-    out = {}
-    for key, value in state.items():
-        parts = key.split(".")
-        head = next((h for h in fixed if key.startswith(h + ".")), None)
-        if head:
-            new = fixed[head] + key[len(head):]
-        elif parts[0] in ("down_blocks", "up_blocks", "mid_block"):
-            if parts[0] == "mid_block":
-                i, kind, j, rest = 0, parts[1], int(parts[2]), parts[3:]
-                place = f"middle_block.{2 * j if kind == 'resnets' else 1}"
-            else:
-                i, kind, j, rest = int(parts[1]), parts[2], int(parts[3]), parts[4:]
-                if parts[0] == "down_blocks":
-                    layer = i * (L + 1) + j + 1
-                    place = {"resnets": f"input_blocks.{layer}.0", "attentions": f"input_blocks.{layer}.1",
-                             "downsamplers": f"input_blocks.{(i + 1) * (L + 1)}.0.op"}[kind]
-                else:
-                    layer = i * (L + 1) + j  # an up level has one layer more than a down level
-                    place = {"resnets": f"output_blocks.{layer}.0", "attentions": f"output_blocks.{layer}.1",
-                             "upsamplers": f"output_blocks.{i * (L + 1) + L}.{2 if i in up_has_attention else 1}"}[kind]
-            if kind == "resnets":
-                rest = [resnet.get(rest[0], rest[0])] + rest[1:]
-            elif kind == "downsamplers":
-                rest = rest[1:]  # "conv.weight" -> "op.weight"
-            new = f"{place}.{'.'.join(rest)}"
-        else:
-            raise KeyError(key)
-        out[f"model.diffusion_model.{new}"] = value
-    return out
-
-
 @pytest.fixture
 def erased():
     """A tiny UNet whose weights differ from tiny_model()'s: what an 'external' method made."""
@@ -76,14 +35,14 @@ def assert_same(a: dict, b: dict):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_compvis_key_map_inverts_diffusers_converter(erased):
+def test_compvis_key_map_inverts_diffusers_converter(erased, to_compvis):
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
     unet = tiny_model().unet
     assert_same(convert_ldm_unet_checkpoint(to_compvis(erased, 1), dict(unet.config)), erased)
 
 
-def test_every_format_loads_bit_identical(tmp_path, erased):
+def test_every_format_loads_bit_identical(tmp_path, erased, to_compvis):
     base = tiny_model().unet.state_dict()
     assert any(not torch.equal(base[k], erased[k]) for k in base)
     tiny_model(seed=1).unet.save_pretrained(tmp_path / "folder" / "unet")  # a pipeline folder's unet/
@@ -96,7 +55,7 @@ def test_every_format_loads_bit_identical(tmp_path, erased):
         assert_same(load(tmp_path / name), erased)
 
 
-def test_a_refused_pickle_names_the_opt_in(tmp_path, erased):
+def test_a_refused_pickle_names_the_opt_in(tmp_path, erased, to_compvis):
     path = tmp_path / "lightning.ckpt"
     torch.save({"state_dict": to_compvis(erased, 1), "hparams": argparse.Namespace(lr=1)}, path)
     with pytest.raises(UserError) as e:
@@ -144,3 +103,21 @@ def test_hash_covers_the_bytes_and_variants_have_their_own_namespace(tmp_path, e
     assert METHODS.get("checkpoint@a") is METHODS.get("checkpoint@a")
     with pytest.raises(UserError, match="variant label"):
         METHODS.check("checkpoint@a.b")
+
+
+def test_compvis_file_with_sd14_block_layout(tmp_path, to_compvis):
+    """SD-1.4's UNet layout (four levels, two layers each, attention in three) at toy width: the
+    CompVis conversion lands every tensor where SD-1.4's would."""
+    from diffusers import UNet2DConditionModel
+
+    from relearnbench.methods.checkpoint import check_fits, load_unet_state
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(sample_size=8, block_out_channels=(32, 32, 32, 32), layers_per_block=2,
+                                cross_attention_dim=32, attention_head_dim=4)
+    assert len(unet.down_blocks) == 4 and sum(hasattr(b, "attentions") for b in unet.up_blocks) == 3
+    state = unet.state_dict()
+    torch.save({"state_dict": to_compvis(state, 2)}, tmp_path / "sd14-layout.ckpt")
+    loaded = load_unet_state(tmp_path / "sd14-layout.ckpt", unet.config)
+    check_fits(loaded, state, "sd14-layout.ckpt")
+    assert_same(loaded, state)

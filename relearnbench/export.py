@@ -1,0 +1,193 @@
+"""``relearnbench export``: a cell's unlearned model (or the attacked one) as a diffusers pipeline folder
+that ``StableDiffusionPipeline.from_pretrained`` loads, with a model card.
+
+The unlearned UNet is the run's cached artifact, put back into the run's base model. The attacked
+model is not cached (a grid of SD cells would hold gigabytes per cell), so ``--stage post`` reruns
+the cell's attack on the unlearned model, seeded as the run seeded it, and keeps the model as it is
+at the attack's last evaluation: the model the cell's ``post`` scores were measured on. A LoRA attack
+is written merged into the UNet, or as the unlearned pipeline plus its adapter
+(``pytorch_lora_weights.safetensors``, for ``pipe.load_lora_weights``).
+
+``README.md`` is a Hugging Face model card: YAML metadata (``library_name``, ``tags``, ``base_model``,
+``model-index`` with the cell's scores, and a ``relearnbench`` block with the method's resolved settings and
+the run's provenance), then the scores with their 95 % intervals in a table.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import pathlib
+
+from relearnbench.errors import UserError
+from relearnbench.store import CELL_KEYS, Store
+
+HUB_IDS = {"sd14": "CompVis/stable-diffusion-v1-4", "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
+
+
+def find_cell(store: Store, given: dict, stage: str) -> tuple:
+    """The one finished cell matching ``given`` (model, concept, method, attack, seed; None = any).
+    For ``pre`` any attack's cell will do: they share the unlearned model."""
+    done = [c for c, st in store.statuses().items() if st == "done"]
+    match = [c for c in done if all(v is None or str(c[i]) == str(v) for i, v in enumerate(given.values()))]
+    if stage == "pre" and given["attack"] is None:
+        match = list({c[:3] + (None, c[4]): c for c in match}.values())  # one per unlearned model
+    if len(match) != 1:
+        wanted = "/".join("*" if v is None else str(v) for v in given.values())
+        found = ", ".join("/".join(map(str, c)) for c in match[:4]) or "none"
+        how = "name it with --cell MODEL/CONCEPT/METHOD/ATTACK/SEED or narrow --method/--concept/--seed/--attack" \
+            if match else "relearnbench table --long lists them"
+        raise UserError(f"{store.dir}: {len(match)} finished cells match {wanted} ({found}); {how}")
+    return match[0]
+
+
+def parse_cell(text: str) -> dict:
+    parts = text.split("/")
+    if len(parts) != len(CELL_KEYS):
+        raise UserError(f"--cell {text}: expected MODEL/CONCEPT/METHOD/ATTACK/SEED, as `relearnbench table --long` prints")
+    return dict(zip(CELL_KEYS, parts))
+
+
+def export(run_dir: str, given: dict, out: str, stage: str = "pre", lora: str = "merged") -> pathlib.Path:
+    from relearnbench.registry import load_plugin
+    from relearnbench.runner import base_model, cached_plan, cell_config, context, setting_changed, unlearn_key
+    from relearnbench.spec import Spec
+
+    store = Store(run_dir, create=False)
+    out_dir = pathlib.Path(out)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise UserError(f"--out {out_dir} exists and is not empty; export into a new folder")
+    cell = find_cell(store, given, stage)
+    model_name, concept, method, attack, seed = cell
+    cell = (model_name, concept, method, attack, int(seed))
+    # the run directory keeps the spec of its last `run`; the cell may come from an earlier one
+    last = Spec(**store.get_meta("spec"))
+    spec = dataclasses.replace(last, **{f"{k}s": list(dict.fromkeys([*getattr(last, f"{k}s"), v]))
+                                        for k, v in zip(CELL_KEYS, cell)})
+    for module in spec.plugins:
+        load_plugin(module)
+    p = cached_plan(spec)
+    stored = store.configs()[cell]
+    why = setting_changed(stored, json.loads(json.dumps(cell_config(p, cell), default=str)))
+    if why:
+        raise UserError(f"cell {'/'.join(map(str, cell))} was run with other settings than its plugins and files "
+                        f"now resolve to ({why}); its model cannot be rebuilt as it was")
+    ukey = unlearn_key(p, model_name, concept, method, cell[4])
+    art = store.artifacts
+    if not art.exists("unlearn", ukey, ".safetensors"):
+        raise UserError(f"the unlearned model of {'/'.join(map(str, cell))} is not in {art.root / 'unlearn'} "
+                        f"(expected {ukey}.safetensors); rerun the cell into this run directory")
+    from relearnbench.models import copy_model
+
+    model = copy_model(base_model(p, model_name), art.load_tensors("unlearn", ukey, device=spec.device))
+    attacked = {}
+    if stage == "post":
+        ctx = context(p, model_name, concept, cell[4], store)
+        attacked = rerun_attack(p.attack(attack, model_name), model, p.concepts[concept], ctx, cell[4])
+    written_lora = write_pipeline(model, attacked, out_dir, lora)
+    keys = dict(zip(CELL_KEYS, cell))
+    records, cells = store.records_frame(), store.cells_frame()
+    rows = records[(records[list(CELL_KEYS)] == list(cell)).all(axis=1) & (records["stage"] == stage)]
+    row = cells[(cells[list(CELL_KEYS)] == list(cell)).all(axis=1)].iloc[0]
+    provenance = {"run": str(store.dir.resolve()), "cell": keys, "stage": stage, "unlearned_artifact": ukey,
+                  "config_hash": row["config_hash"], "versions": json.loads(row["versions"] or "{}")}
+    if stage == "post":
+        provenance.update(attack_step=attacked["step"], lora=written_lora)
+    (out_dir / "README.md").write_text(model_card(keys, stage, stored, rows.to_dict("records"), provenance,
+                                                  attacked.get("prompts")))
+    return out_dir
+
+
+def rerun_attack(attack, model, concept, ctx, seed: int) -> dict:
+    """Run ``attack`` again as the harness ran it (same seeds) and keep the model at its last evaluation."""
+    from relearnbench.runner import seed_everything
+
+    kept: dict = {}
+
+    def evaluate(step=None, forget_prompts=None, final=True):
+        if final:
+            kept.update(unet=copy.deepcopy(model.unet), text_encoder=copy.deepcopy(model.text_encoder),
+                        tokenizer=copy.deepcopy(model.tokenizer), step=step,
+                        prompts=[p.text for p in forget_prompts] if forget_prompts is not None else None)
+
+    seed_everything(seed + 1)  # the harness's attack seed (runner.attack_job)
+    attack.run(model, concept, ctx, evaluate)
+    if not kept:
+        raise UserError(f"attack {attack.config_name} never evaluated its final model; nothing to export")
+    return kept
+
+
+def write_pipeline(model, attacked: dict, out_dir: pathlib.Path, lora: str) -> str | None:
+    """Save the pipeline; returns how a LoRA attack's adapter was written ("merged", "adapter"), or None."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    unet, adapter, written = attacked.get("unet", model.unet), None, None
+    if getattr(unet, "peft_config", None):  # a LoRA attack: its adapter is still attached
+        written = lora
+        if lora == "merged":
+            unet.fuse_lora()
+            unet.unload_lora()  # the plain layers back, holding the merged weights
+        else:
+            from peft.utils import get_peft_model_state_dict
+
+            (name,) = unet.peft_config
+            adapter = get_peft_model_state_dict(unet, adapter_name=name)
+            unet = model.unet  # the unlearned UNet; the adapter goes beside it
+    # the harness samples with DDIM built from the model's training schedule: ship that sampler
+    pipe = StableDiffusionPipeline(vae=model.vae, text_encoder=attacked.get("text_encoder", model.text_encoder),
+                                   tokenizer=attacked.get("tokenizer", model.tokenizer), unet=unet,
+                                   scheduler=DDIMScheduler.from_config(model.scheduler.config), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    from relearnbench.models import no_transformers_bars
+
+    with no_transformers_bars():
+        pipe.save_pretrained(out_dir)
+    if adapter is not None:
+        StableDiffusionPipeline.save_lora_weights(out_dir, unet_lora_layers=adapter)
+    return written
+
+
+def model_card(cell: dict, stage: str, config: dict, records: list[dict], provenance: dict,
+               prompts: list[str] | None = None) -> str:
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    concept, method = cell["concept"], cell["method"]
+    attacked_by = f" after the attack {cell['attack']}" if stage == "post" else ""
+    title = f"{method}: {cell['model']} with '{concept}' erased{attacked_by}"
+    results = [EvalResult(task_type="text-to-image", dataset_type="relearnbench-concept", dataset_name=concept,
+                          metric_type=r["metric"], metric_value=r["value"], metric_name=f"{r['metric']} ({stage})",
+                          metric_args={"lo": r["lo"], "hi": r["hi"], "n": int(r["n"])}) for r in records]
+    data = ModelCardData(library_name="diffusers", pipeline_tag="text-to-image",
+                         base_model=HUB_IDS.get(cell["model"]), model_name=title, eval_results=results,
+                         tags=["relearnbench", "concept-unlearning", method.partition("@")[0].partition("+")[0]],
+                         relearnbench={"method": config.get("method"), "concept": {
+                             "name": concept, "file": config.get("concept"), "sha256": config.get("concept_sha256")},
+                             "model": cell["model"], "model_config": config.get("model_config"),
+                             "attack": config.get("attack") if stage == "post" else None,
+                             "sample": config.get("sample"), "judge": config.get("judge"), "provenance": provenance})
+    lines = [f"# {title}", "",
+             f"Exported by `relearnbench export` from the run `{provenance['run']}`, cell "
+             f"`{'/'.join(str(cell[k]) for k in CELL_KEYS)}`, stage `{stage}`.", "",
+             "```python", "from diffusers import StableDiffusionPipeline",
+             "pipe = StableDiffusionPipeline.from_pretrained(\"PATH\")"]
+    if provenance.get("lora") == "adapter":
+        lines += ["pipe.load_lora_weights(\"PATH\")  # the attack's LoRA adapter"]
+    lines += ["```", "", f"Scores at stage `{stage}` (95 % interval; n = images or prompts averaged):", "",
+              "| metric | value | interval | n |", "| --- | --- | --- | --- |"]
+    lines += [f"| {r['metric']} | {r['value']:.4g} | {_interval(r)} | {int(r['n'])} |" for r in records]
+    if prompts:
+        lines += ["", "The attack's final prompts:", ""] + [f"- `{t}`" for t in prompts]
+    lines += ["", "The method's resolved settings, the concept file's hash, the sampler, the judge and the run's "
+              "provenance are in the `relearnbench` block of this card's metadata.", ""]
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+
+
+def _interval(r: dict) -> str:
+    lo, hi = r.get("lo"), r.get("hi")
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return ""
+    return f"[{lo:.4g}, {hi:.4g}]"
+
+
