@@ -50,8 +50,12 @@ class Checkpoint(Method):
         super().__init__(config)
         self.file = weights_path(self.config.path, self.config_name)  # checked before any work
 
+    def describe(self) -> dict:
+        """What the artifact hash covers: class, version, settings, and the checkpoint's bytes."""
+        return {"class": f"{type(self).__module__}.{type(self).__qualname__}", "version": self.version,
+                "config": self.describe_config()}
+
     def describe_config(self) -> dict:
-        """What the artifact hash covers: the settings and the checkpoint's bytes."""
         return {**config_dict(self.config), "sha256": file_sha256(self.file)}
 
     def unlearn(self, model: Model, concept: Concept, ctx: Context) -> None:
