@@ -64,9 +64,10 @@ def cli():
 @click.option("--retry-failed", is_flag=True, help="Rerun cells recorded as failed.")
 @click.option("--keep-changed", is_flag=True, help="Resume even where finished cells ran with other settings.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--dry-run", is_flag=True, help="Print every cell and its resolved settings with their sources; run nothing.")
 @_plugins
 def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds, sets, out, device, dtype,
-        executor, ray_address, gpus, cpus_per_task, retry_failed, keep_changed, quiet, plugins, debug):
+        executor, ray_address, gpus, cpus_per_task, retry_failed, keep_changed, quiet, dry_run, plugins, debug):
     """Run a grid (GRID_FILE or --grid NAME, flags override it); finished cells are skipped.
 
     With no grid and no flag naming models, concepts, methods, attacks or metrics, the quick grid runs.
@@ -77,6 +78,7 @@ def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds
       relearnbench run --methods esd,esd+meta --attacks ft --seeds 0,1,2
       relearnbench run --grid paper-sd14 --device cuda --dtype bf16
       relearnbench run --methods esd --set esd.lr=1e-4 --set ft.curve=0,10,50
+      relearnbench run --grid paper-sd14 --dry-run                 # the resolved recipe, nothing loaded
     """
     from relearnbench.config import parse_sets
     from relearnbench.spec import build_spec, load_grid
@@ -90,6 +92,11 @@ def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds
         raise UserError("give a grid file or --grid NAME, not both")
     grid = load_grid(grid_file or grid_name) if (grid_file or grid_name) else (None if named else load_grid("quick"))
     spec = build_spec(grid, flags, parse_sets(sets))
+    if dry_run:
+        from relearnbench.planview import describe_plan
+
+        click.echo(describe_plan(spec), nl=False)
+        return
     run_dir = pathlib.Path(out) if out else default_run_dir(spec)
     try:
         outcome = execute(spec, run_dir, retry_failed=retry_failed, quiet=quiet, keep_changed=keep_changed)
