@@ -251,8 +251,8 @@ class FID(Metric):
         if key in _REFERENCE_CACHE:
             return _REFERENCE_CACHE[key]
         artifacts = ev.ctx.artifacts
-        if artifacts is not None and artifacts.exists("fid_reference", key, ".safetensors"):
-            t = artifacts.load_tensors("fid_reference", key)
+        t = artifacts.load_tensors("fid_reference", key) if artifacts is not None else None
+        if t is not None:
             stats = (t["mu"].numpy(), t["sigma"].numpy(), int(t["count"]))
         else:
             if not isinstance(extract, InceptionFeatures):

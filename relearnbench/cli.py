@@ -344,6 +344,26 @@ def export(run_dir, out, cell, model, concept, method, attack, seed, stage, lora
     click.echo(str(write(run_dir, given, out, stage, lora)))
 
 
+@cli.command()
+@click.argument("run_dir")
+@click.option("--repair", is_flag=True,
+              help="Move bad files to artifacts/corrupt/ and mark the cells that used them for recompute.")
+@click.option("--debug", is_flag=True, help="Show Python tracebacks.")
+def verify(run_dir, repair, debug):
+    """Check RUN_DIR: the database's integrity, every artifact's sha256, every finished cell's artifacts."""
+    from relearnbench.verify import verify as check
+
+    report = check(run_dir, repair=repair)
+    for line in report.problems + report.repairs:
+        click.echo(line)
+    if not report.problems:
+        click.echo("ok")
+        return
+    click.echo(f"{len(report.problems)} problems in {run_dir}" + ("" if repair else "; `relearnbench verify --repair` "
+                                                                 "quarantines bad files and marks their cells for recompute"))
+    sys.exit(1)
+
+
 @cli.group()
 def toy():
     """The embedded toy world.

@@ -59,8 +59,9 @@ def _generated(prompts, n_per_prompt, model, ctx, seed):
     key = hashlib.sha256(json.dumps([model.fingerprint, list(prompts), n_per_prompt, seed, cfg.steps,
                                      cfg.guidance]).encode()).hexdigest()[:20]
     captions = [p for p in prompts for _ in range(n_per_prompt)]
-    if ctx.artifacts is not None and ctx.artifacts.exists("data", key, ".safetensors"):
-        return ctx.artifacts.load_tensors("data", key)["images"], captions
+    cached = ctx.artifacts.load_tensors("data", key) if ctx.artifacts is not None else None
+    if cached is not None:
+        return cached["images"], captions
     if ctx.base is None:
         raise UserError("generating attack data needs the original model, which this context lacks")
     base = ctx.base()  # the original model, not the unlearned one: the attacker has clean data

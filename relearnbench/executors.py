@@ -22,7 +22,7 @@ def run_local(spec: Spec, store: Store, retry_failed: bool = False, progress=Non
             if progress:
                 progress.advance(grid, f"grid: unlearn {method} · {concept} · seed {seed}")
                 progress._bars.update(grid, advance=-1)
-            ukey, pre = unlearn_job(spec, str(store.dir), model, concept, method, seed, progress)
+            ukey, pre, used = unlearn_job(spec, str(store.dir), model, concept, method, seed, progress)
         except Exception as exc:  # a plugin that raises loses its cells only; the grid goes on
             for cell in cells:
                 write_result(store, p, cell, [], exc, outcome)
@@ -33,11 +33,11 @@ def run_local(spec: Spec, store: Store, retry_failed: bool = False, progress=Non
             if progress:
                 progress._bars.update(grid, description=f"grid: {method} × {cell[3]} · {concept} · seed {seed}")
             try:
-                records = attack_job(spec, str(store.dir), cell, ukey, pre, progress)
+                records, attack_used = attack_job(spec, str(store.dir), cell, ukey, pre, progress)
             except Exception as exc:
                 write_result(store, p, cell, [], exc, outcome)
             else:
-                write_result(store, p, cell, records, None, outcome)
+                write_result(store, p, cell, records, None, outcome, {**used, **attack_used})
             if progress:
                 progress.advance(grid)
     return outcome

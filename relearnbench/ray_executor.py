@@ -44,8 +44,9 @@ def _unlearn(spec_d: dict, run_dir: str, model: str, concept: str, method: str, 
 
 
 def _attack(spec_d: dict, run_dir: str, cell: tuple, unlearned):
-    ukey, pre = unlearned
-    return attack_job(_worker_spec(spec_d), run_dir, cell, ukey, pre)
+    ukey, pre, used = unlearned
+    records, attack_used = attack_job(_worker_spec(spec_d), run_dir, cell, ukey, pre)
+    return records, {**used, **attack_used}
 
 
 def _probe(path: str) -> tuple[str, bool]:
@@ -117,11 +118,11 @@ def run_ray(spec: Spec, store: Store, retry_failed: bool = False, quiet: bool = 
             done, waiting = ray.wait(waiting, num_returns=1)
             cell = refs[done[0]]
             try:
-                records = ray.get(done[0])
+                records, used = ray.get(done[0])
             except Exception as exc:  # RayTaskError wraps the plugin's exception; WorkerCrashedError after retries
                 write_result(store, p, cell, [], getattr(exc, "cause", None) or exc, outcome)
             else:
-                write_result(store, p, cell, records, None, outcome)
+                write_result(store, p, cell, records, None, outcome, used)
             progress.advance(bar)
     return outcome
 

@@ -277,15 +277,16 @@ def pre_key(p: Plan, ukey: str, model: str, concept: str) -> str:
 
 
 def unlearn_job(spec: Spec, run_dir: str, model: str, concept: str, method: str, seed: int,
-                progress=None) -> tuple[str, list[Record]]:
+                progress=None) -> tuple[str, list[Record], dict]:
     """Unlearn once (cached by content hash) and evaluate the unlearned model once (cached too).
-    Returns the unlearned artifact key and the ``pre`` records."""
+    Returns the unlearned artifact key, the ``pre`` records and the artifacts used (path -> sha256)."""
     p = cached_plan(spec)
     store = Store(run_dir)
     ukey = unlearn_key(p, model, concept, method, seed)
     pkey = pre_key(p, ukey, model, concept)
-    if store.artifacts.exists("eval", pkey, ".json"):
-        return ukey, [Record(**r) for r in store.artifacts.load_json("eval", pkey)]
+    cached = store.artifacts.load_json("eval", pkey)
+    if cached is not None:
+        return ukey, [Record(**r) for r in cached], store.artifacts.used
     ctx = context(p, model, concept, seed, store, progress)
     unlearned, stats = _unlearned(p, store, ctx, ukey, model, concept, method, seed)
     seed_everything(seed)
@@ -295,24 +296,24 @@ def unlearn_job(spec: Spec, run_dir: str, model: str, concept: str, method: str,
     for r in records:
         r.seconds, r.peak_mb = stats["seconds"], max(stats["peak_mb"], m["peak_mb"])
     store.artifacts.save_json("eval", pkey, [dataclasses.asdict(r) for r in records])
-    return ukey, records
+    return ukey, records, store.artifacts.used
 
 
 def _unlearned(p: Plan, store: Store, ctx: Context, ukey: str, model: str, concept: str, method: str, seed: int):
-    """The unlearned model, from the cache or by running the method."""
+    """The unlearned model, from the cache (when its files are there and intact) or by running the method."""
     art = store.artifacts
     plugin = p.method(method, model)
-    if art.exists("unlearn", ukey, ".json"):
-        stats = art.load_json("unlearn", ukey)
-        m = None
-        if p.needs_model:
-            from relearnbench.models import copy_model
+    stats = art.load_json("unlearn", ukey)
+    if stats is not None and not p.needs_model:
+        return None, stats
+    state = art.load_tensors("unlearn", ukey, device=p.spec.device) if stats is not None else None
+    if state is not None:
+        from relearnbench.models import copy_model
 
-            m = copy_model(base_model(p, model), art.load_tensors("unlearn", ukey, device=p.spec.device))
-        return m, stats
+        return copy_model(base_model(p, model), state), stats
     m = ctx.base() if p.needs_model else None
     seed_everything(seed)
-    with measure(p.spec.device) as stats:
+    with measure(p.spec.device) as measured:
         plugin.unlearn(m, p.concepts[concept], ctx)
     if m is not None:
         state = m.unet.state_dict()
@@ -321,21 +322,21 @@ def _unlearned(p: Plan, store: Store, ctx: Context, ukey: str, model: str, conce
             raise FloatingPointError(f"{method} produced non-finite weights (first: {bad[0]}); "
                                      f"lower its learning rate (--set {plugin.config_name}.lr=...)")
         art.save_tensors("unlearn", ukey, state)
-    art.save_json("unlearn", ukey, {**stats, "method": method, "plugin": describe(plugin)})
+    if stats is None:  # weights recomputed after damage keep the first run's stats, which cells already used
+        stats = measured
+        art.save_json("unlearn", ukey, {**stats, "method": method, "plugin": describe(plugin)})
     return m, stats
 
 
-def attack_job(spec: Spec, run_dir: str, cell: tuple, ukey: str, pre: list[Record], progress=None) -> list[Record]:
-    """Attack a fresh copy of the unlearned model and evaluate it along the relearning curve."""
+def attack_job(spec: Spec, run_dir: str, cell: tuple, ukey: str, pre: list[Record],
+               progress=None) -> tuple[list[Record], dict]:
+    """Attack a fresh copy of the unlearned model and evaluate it along the relearning curve.
+    Returns the records and the artifacts used (path -> sha256)."""
     model_name, concept, method, attack_name, seed = cell
     p = cached_plan(spec)
     store = Store(run_dir)
     ctx = context(p, model_name, concept, seed, store, progress)
-    m = None
-    if p.needs_model:
-        from relearnbench.models import copy_model
-
-        m = copy_model(base_model(p, model_name), store.artifacts.load_tensors("unlearn", ukey, device=spec.device))
+    m, _ = _unlearned(p, store, ctx, ukey, model_name, concept, method, seed)  # recomputed if its file was damaged
     records = [dataclasses.replace(r) for r in pre]
     attack = p.attack(attack_name, model_name)
     cell_dict = dict(zip(("model", "concept", "method", "attack", "seed"), cell))
@@ -371,7 +372,7 @@ def attack_job(spec: Spec, run_dir: str, cell: tuple, ukey: str, pre: list[Recor
         records += recs
     if curve[-1][0].stage != "post":
         records += [dataclasses.replace(r, stage="post") for r in curve[-1]]
-    return records
+    return records, store.artifacts.used
 
 
 def cell_config(p: Plan, cell: tuple) -> dict:
@@ -401,10 +402,12 @@ class Outcome:
     failures: list = field(default_factory=list)
 
 
-def write_result(store: Store, p: Plan, cell: tuple, records, exc: BaseException | None, outcome: Outcome):
+def write_result(store: Store, p: Plan, cell: tuple, records, exc: BaseException | None, outcome: Outcome,
+                 artifacts: dict | None = None):
     cfg = cell_config(p, cell)
     if exc is None:
-        store.write_cell(cell, records, status="done", config=cfg, config_hash=digest(cfg), versions=versions())
+        store.write_cell(cell, records, status="done", config=cfg, config_hash=digest(cfg), versions=versions(),
+                         artifacts=artifacts)
         outcome.done += 1
     else:
         tb = "".join(traceback.format_exception(exc))
