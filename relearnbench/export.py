@@ -76,12 +76,13 @@ def export(run_dir: str, given: dict, out: str, stage: str = "pre", lora: str = 
                         f"now resolve to ({why}); its model cannot be rebuilt as it was")
     ukey = unlearn_key(p, model_name, concept, method, cell[4])
     art = store.artifacts
-    if not art.exists("unlearn", ukey, ".safetensors"):
+    state = art.load_tensors("unlearn", ukey, device=spec.device)  # None when absent or damaged
+    if state is None:
         raise UserError(f"the unlearned model of {'/'.join(map(str, cell))} is not in {art.root / 'unlearn'} "
-                        f"(expected {ukey}.safetensors); rerun the cell into this run directory")
+                        f"(expected {ukey}.safetensors, intact); rerun the cell into this run directory")
     from relearnbench.models import copy_model
 
-    model = copy_model(base_model(p, model_name), art.load_tensors("unlearn", ukey, device=spec.device))
+    model = copy_model(base_model(p, model_name), state)
     attacked = {}
     if stage == "post":
         ctx = context(p, model_name, concept, cell[4], store)
