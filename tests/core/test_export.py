@@ -123,3 +123,12 @@ def test_post_stage_export_is_the_attacked_model(tmp_path):
         post = df[(df["method"] == "uce") & (df["attack"] == a) & (df["stage"] == "post")]
         again = df[(df["method"] == f"checkpoint@{a}") & (df["stage"] == "pre")]
         assert dict(zip(post["metric"], post["value"])) == dict(zip(again["metric"], again["value"])), a
+
+
+def test_export_errors_are_one_line(tmp_path, run_cli):
+    proc = run_cli("export", tmp_path / "nothing", "--method", "uce", "--out", tmp_path / "out")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"error: no results in {tmp_path / 'nothing'}: expected " \
+                                  f"{tmp_path / 'nothing' / 'results.sqlite'} (run `relearnbench run --out DIR` first)"
+    proc = run_cli("export", tmp_path, "--cell", "toy/triangle/uce", "--out", tmp_path / "out")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --cell toy/triangle/uce: expected MODEL/CONCEPT/")
