@@ -14,5 +14,7 @@ relearnbench table "$@" --long --format csv > "$here/toy.csv"
   relearnbench table "$@" --format md --stages all --metrics asr | sed 's/  (.*)\*\*$/**/'
   echo; echo "### ESD+meta and its control against ESD, paired by seed (ASR % under ft)"
   echo; python "$here/paired.py" "$@"
+  echo; echo "### Before and under the held-out protocol (ASR % under ft; toy-shared-prompts.csv against this run)"
+  echo; python "$here/protocols.py" "$@"
 } > "$here/toy.md.new"
 mv "$here/toy.md.new" "$here/toy.md"

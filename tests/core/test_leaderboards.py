@@ -157,3 +157,20 @@ def test_leaderboard_puts_the_base_model_first_and_counts_seeds():
     assert list(wide["seeds"]) == [1, 3, 3]
     assert list(wide.columns) == ["method", "seeds", "asr↓ · pre", "asr↓ · post"]
     assert wide.loc[1, "asr↓ · pre"] == "11.0 ± 2.48"  # mean of 10, 11, 12 ± t(0.975, 2) · 1 / √3
+
+
+def test_protocol_comparison_pairs_meta_by_seed_and_combines_the_intervals():
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("protocols", PAPER_TABLE.parent / "protocols.py")
+    protocols = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(protocols)
+    rows = [dict(concept="c", method=m, attack="ft", metric="asr", stage="pre", seed=s, value=v, lo=v - 3, hi=v + 3)
+            for m, vals in (("esd", (10, 20, 30)), ("esd+meta", (4, 16, 26))) for s, v in enumerate(vals)]
+    mean, half, n = protocols.advantage(pd.DataFrame(rows), "c", "pre")
+    assert mean == pytest.approx(-14 / 3) and n == 3 and half == pytest.approx(4.303 * (2 / 3 ** 0.5) / 3 ** 0.5, rel=1e-3)
+    one = protocols.summary(pd.DataFrame(rows[:1]))
+    assert one == (10.0, 3.0, 1)  # one seed: its own bootstrap half-width
+    assert protocols.diff((20.0, 4.0, 1), (10.0, 3.0, 1)) == "+10.0 ± 5.0"

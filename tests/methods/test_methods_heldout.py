@@ -16,25 +16,33 @@ BASES = [n for n in METHODS.list() if getattr(METHODS.get(n), "needs_model", Tru
 WRAPPED = [f"{n}+{s}" for n in BASES if not n.endswith("-3") for s in ("meta", "retain")]
 
 
-def seen_by(name, build, ctx, monkeypatch, concept):
+def seen_by(name, build, ctx, monkeypatch, concept, tmp_path):
+    from safetensors.torch import save_file
+
+    # a method that reads a file the user names (``checkpoint``) gets the tiny model's own UNet
+    file = tmp_path / "unet.safetensors"
+    save_file(tiny_model().unet.state_dict(), str(file))
+    cls = METHODS.get(name)
+    base = getattr(cls, "base_cls", cls)
+    paths = {base.config_name: {"path": str(file)}} if "path" in getattr(base.Config, "__dataclass_fields__", {}) else {}
     model = tiny_model()
     spy = DataSpy(monkeypatch, model.tokenizer)
-    build(name).unlearn(model, concept, ctx)
+    build(name, **paths).unlearn(model, concept, ctx)
     return spy.seen()
 
 
 @pytest.mark.parametrize("name", BASES + WRAPPED)
-def test_no_method_sees_an_eval_or_attack_prompt(name, build, ctx, monkeypatch):
+def test_a_method_sees_its_train_prompts_only(name, build, ctx, monkeypatch, tmp_path):
+    """Everything a method encodes or draws is a train prompt, the concept's anchor or "" (the
+    unconditional text): no eval prompt, no eval benign prompt, none of the attacker's."""
     concept = tiny_concept()
     roles = {role: {normalise(t) for t in texts} for role, texts in concept.roles().items()}
-    seen = seen_by(name, build, ctx, monkeypatch, concept)
+    seen = seen_by(name, build, ctx, monkeypatch, concept, tmp_path)
     assert not seen & roles["eval"], f"{name} received evaluation prompts {sorted(seen & roles['eval'])}"
-    assert not seen & roles["attack"], f"{name} received the attacker's prompts {sorted(seen & roles['attack'])}"
-    if name != "none":
-        assert seen & roles["train"], f"the spy saw none of {name}'s training prompts: is it recording?"
+    assert not seen - roles["train"] - {normalise(concept.anchor), ""}, f"{name} received {sorted(seen)}"
 
 
-def test_the_spy_catches_a_method_trained_on_eval_prompts(build, ctx, monkeypatch):
+def test_the_spy_catches_a_method_trained_on_eval_prompts(build, ctx, monkeypatch, tmp_path):
     concept = tiny_concept()
     leaky = dataclasses.replace(concept, train=tuple(concept.forget_texts))
-    assert seen_by("esd", build, ctx, monkeypatch, leaky) & {normalise(t) for t in concept.forget_texts}
+    assert seen_by("esd", build, ctx, monkeypatch, leaky, tmp_path) & {normalise(t) for t in concept.forget_texts}
