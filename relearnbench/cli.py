@@ -60,6 +60,7 @@ def cli():
 @click.option("--executor", type=click.Choice(["local", "ray"]), help="Where cells run (default local).")
 @click.option("--ray-address", help="Join an existing Ray cluster (default: start a local one).")
 @click.option("--gpus", help="Local executor: one worker process per listed GPU, e.g. 0,1.")
+@click.option("--jobs", type=int, help="Local executor: worker processes (default: one per core, or per GPU on cuda).")
 @click.option("--cpus-per-task", type=int, help="Ray: CPU cores per task (default 1).")
 @click.option("--retry-failed", is_flag=True, help="Rerun cells recorded as failed.")
 @click.option("--keep-changed", is_flag=True, help="Resume even where finished cells ran with other settings.")
@@ -67,7 +68,7 @@ def cli():
 @click.option("--dry-run", is_flag=True, help="Print every cell and its resolved settings with their sources; run nothing.")
 @_plugins
 def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds, sets, out, device, dtype,
-        executor, ray_address, gpus, cpus_per_task, retry_failed, keep_changed, quiet, dry_run, plugins, debug):
+        executor, ray_address, gpus, jobs, cpus_per_task, retry_failed, keep_changed, quiet, dry_run, plugins, debug):
     """Run a grid (GRID_FILE or --grid NAME, flags override it); finished cells are skipped.
 
     With no grid and no flag naming models, concepts, methods, attacks or metrics, the quick grid runs.
@@ -86,7 +87,7 @@ def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds
     _load_plugins(plugins)
     flags = dict(models=models, concepts=concepts, methods=methods, attacks=attacks, metrics=metrics,
                  seeds=seeds, device=device, dtype=dtype, executor=executor, ray_address=ray_address, gpus=gpus,
-                 cpus_per_task=cpus_per_task, plugins=list(plugins) or None)
+                 jobs=jobs, cpus_per_task=cpus_per_task, plugins=list(plugins) or None)
     named = any(flags[k] for k in ("methods", "attacks", "metrics", "concepts", "models"))
     if grid_file and grid_name:
         raise UserError("give a grid file or --grid NAME, not both")
@@ -156,10 +157,6 @@ def execute(spec, run_dir: pathlib.Path, retry_failed=False, quiet=False, keep_c
         from relearnbench.ray_executor import run_ray
 
         return run_ray(spec, store, retry_failed=retry_failed, quiet=quiet)
-    if spec.gpus:
-        from relearnbench.ray_executor import run_local_gpus
-
-        return run_local_gpus(spec, store, retry_failed=retry_failed, quiet=quiet)
     from relearnbench.executors import run_local
 
     with Progress(enabled=not quiet) as progress:

@@ -37,6 +37,7 @@ class Evaluation:
         self.config: SampleConfig = ctx.sample_config or SampleConfig()
         self.forget_prompts = tuple(forget_prompts) if forget_prompts is not None else concept.forget
         self._images: dict[str, tuple] = {}
+        self.sample_seconds = 0.0  # of this stage's seconds, those spent sampling images
         self.cell: dict = {}  # model, concept, method, (attack,) seed: set by the harness
 
     @property
@@ -59,8 +60,11 @@ class Evaluation:
             n = len(self.concept.related)
             return torch.cat([r[0], u[0]]), r[1] + u[1], r[2] + [i + n for i in u[2]]
         if which not in self._images:
+            import time
+
             from relearnbench.diffusion import sample
 
+            t0 = time.perf_counter()
             prompts = self.prompts(which)
             n = self.config.images_per_prompt if which == "forget" else self.config.benign_images_per_prompt
             # benign prompts get their own seed stream so adding a prompt to one set leaves the other alone
@@ -72,4 +76,5 @@ class Evaluation:
             texts = [p.text for p in prompts for _ in range(n)]
             index = [i for i in range(len(prompts)) for _ in range(n)]
             self._images[which] = (imgs, texts, index)
+            self.sample_seconds += time.perf_counter() - t0
         return self._images[which]

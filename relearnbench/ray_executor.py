@@ -6,46 +6,29 @@
   at start on every node); only this driver writes the results store.
 * A worker that dies mid-task is retried by Ray (``max_retries``); a plugin that raises is not
   retried (its error is deterministic) and the cell is recorded ``failed``; the grid goes on.
-* ``--executor local --gpus 0,1`` starts a private local Ray instance with one GPU slot per listed
-  GPU, so one worker process runs per GPU.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import sys
 import pathlib
-import time
 import uuid
 
 from relearnbench.errors import UserError
+from relearnbench.executors import worker_spec
 from relearnbench.runner import Outcome, attack_job, cached_plan, pending, unlearn_job, write_result
 from relearnbench.spec import Spec, spec_dict
 from relearnbench.store import Store
 
 
-def _worker_spec(d: dict) -> Spec:
-    from relearnbench.registry import load_plugin
-
-    spec = Spec(**d)
-    for module in spec.plugins:  # --plugin modules must register in the worker too
-        try:
-            load_plugin(module)
-        except UserError:
-            pass  # already registered in this worker
-    if spec.device.startswith("cuda"):
-        spec.device = "cuda"  # Ray sets CUDA_VISIBLE_DEVICES to the task's GPU
-    return spec
-
-
 def _unlearn(spec_d: dict, run_dir: str, model: str, concept: str, method: str, seed: int):
-    return unlearn_job(_worker_spec(spec_d), run_dir, model, concept, method, seed)
+    return unlearn_job(worker_spec(spec_d), run_dir, model, concept, method, seed)
 
 
 def _attack(spec_d: dict, run_dir: str, cell: tuple, unlearned):
     ukey, pre, used = unlearned
-    records, attack_used = attack_job(_worker_spec(spec_d), run_dir, cell, ukey, pre)
+    records, attack_used = attack_job(worker_spec(spec_d), run_dir, cell, ukey, pre)
     return records, {**used, **attack_used}
 
 
@@ -55,7 +38,7 @@ def _probe(path: str) -> tuple[str, bool]:
     return socket.gethostname(), pathlib.Path(path).exists()
 
 
-def _init(spec: Spec, num_gpus: int | None = None):
+def _init(spec: Spec):
     import ray
 
     if ray.is_initialized():
@@ -64,7 +47,7 @@ def _init(spec: Spec, num_gpus: int | None = None):
     if spec.ray_address:
         ray.init(address=spec.ray_address, **kwargs)
     else:
-        ray.init(num_gpus=num_gpus, **kwargs)
+        ray.init(**kwargs)
 
 
 def check_shared_storage(run_dir: pathlib.Path):
@@ -86,8 +69,7 @@ def check_shared_storage(run_dir: pathlib.Path):
         token.unlink(missing_ok=True)
 
 
-def run_ray(spec: Spec, store: Store, retry_failed: bool = False, quiet: bool = False,
-            num_gpus: int | None = None) -> Outcome:
+def run_ray(spec: Spec, store: Store, retry_failed: bool = False, quiet: bool = False) -> Outcome:
     p = cached_plan(spec)
     todo = pending(spec, store, retry_failed)
     outcome = Outcome(skipped=sum(1 for _ in spec.cells()) - len(todo))
@@ -95,7 +77,7 @@ def run_ray(spec: Spec, store: Store, retry_failed: bool = False, quiet: bool = 
         return outcome
     import ray
 
-    _init(spec, num_gpus)
+    _init(spec)
     check_shared_storage(store.dir)
     gpu = 1 if spec.device.startswith("cuda") else 0
     opts = dict(num_cpus=spec.cpus_per_task, num_gpus=gpu, max_retries=spec.max_retries, retry_exceptions=False)
@@ -126,19 +108,3 @@ def run_ray(spec: Spec, store: Store, retry_failed: bool = False, quiet: bool = 
             progress.advance(bar)
     return outcome
 
-
-def run_local_gpus(spec: Spec, store: Store, retry_failed: bool = False, quiet: bool = False) -> Outcome:
-    """One worker process per listed GPU on this machine, through a private local Ray instance."""
-    gpus = [g.strip() for g in spec.gpus.split(",") if g.strip()]
-    if not gpus:
-        raise UserError("--gpus: expected a comma list of GPU indices, e.g. 0,1")
-    if spec.ray_address:
-        raise UserError("--gpus starts a local instance; use --executor ray --ray-address for a cluster")
-    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
-    if not spec.device.startswith("cuda"):
-        spec.device = "cuda"
-    started = time.time()
-    outcome = run_ray(spec, store, retry_failed, quiet, num_gpus=len(gpus))
-    if not quiet:
-        print(f"{len(gpus)} GPU workers, {time.time() - started:.0f} s", flush=True)
-    return outcome

@@ -224,9 +224,8 @@ def evaluate_stage(p: Plan, model, concept_name: str, ctx: Context, stage: str, 
             scores += metric.compute(ev)
     seconds = time.perf_counter() - t0
     sheet = _save_contact_sheet(ev, ctx, cell, stage)
-    if sheet:
-        for s in scores:
-            s.info = {**s.info, "images": sheet}
+    for s in scores:
+        s.info = {**s.info, "sample_seconds": round(ev.sample_seconds, 3), **({"images": sheet} if sheet else {})}
     for s in scores:
         if not math.isfinite(s.value):
             raise FloatingPointError(f"metric {s.metric} is {s.value} at stage {stage}")

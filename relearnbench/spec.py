@@ -12,7 +12,7 @@ from relearnbench.errors import UserError, near_misses
 
 GRID_DIR = pathlib.Path(__file__).parent / "grids"
 LISTS = ("models", "concepts", "methods", "attacks", "metrics", "seeds")
-SCALARS = ("name", "device", "dtype", "executor", "ray_address", "gpus", "description", "cpus_per_task",
+SCALARS = ("name", "device", "dtype", "executor", "ray_address", "gpus", "jobs", "description", "cpus_per_task",
            "max_retries", "plugins")
 DTYPES = {"float32": "float32", "fp32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
           "fp16": "float16", "float16": "float16"}
@@ -34,6 +34,7 @@ class Spec:
     executor: str = "local"
     ray_address: str = ""
     gpus: str = ""  # "0,1": one worker process per GPU (local executor)
+    jobs: int = 0  # local executor: worker processes (0: one per core, or one per GPU with --device cuda)
     cpus_per_task: int = 1  # ray: CPU cores each task asks for
     max_retries: int = 2  # ray: retries of a task whose worker died (a plugin's exception is not retried)
     plugins: list[str] = field(default_factory=list)  # --plugin modules, loaded by every worker
@@ -103,6 +104,8 @@ def build_spec(grid: dict | None, flags: dict, sets: dict[str, dict]) -> Spec:
     spec.sets = merged
     if spec.dtype not in DTYPES:
         raise UserError(f"--dtype {spec.dtype!r}: expected one of {', '.join(DTYPES)}")
+    if not isinstance(spec.jobs, int) or spec.jobs < 0:
+        raise UserError(f"--jobs {spec.jobs!r}: expected a number of worker processes (0: one per core)")
     if spec.executor not in ("local", "ray"):
         raise UserError(f"--executor {spec.executor!r}: expected local or ray")
     return spec

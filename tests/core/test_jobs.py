@@ -1,0 +1,33 @@
+"""--jobs N: worker processes on this machine give the records of one process."""
+
+import csv
+import io
+
+from tests.conftest import needs_toy
+
+SMALL = ["--concepts", "triangle", "--methods", "none,esd", "--attacks", "none,ft", "--metrics", "asr,related",
+        "--set", "esd.steps=3", "--set", "ft.curve=[0,2]", "--set", "ft.images_per_prompt=1",
+        "--set", "sample.steps=4", "--set", "sample.images_per_prompt=2", "--set", "sample.benign_images_per_prompt=1",
+        "--quiet"]
+
+
+def records(run_cli, out) -> dict:
+    rows = csv.DictReader(io.StringIO(run_cli("table", out, "--long", "--format", "csv", check=True).stdout))
+    return {tuple(r[k] for k in ("concept", "method", "attack", "seed", "stage", "metric")): r["value"] for r in rows}
+
+
+@needs_toy
+def test_jobs_2_gives_the_leaderboard_of_jobs_1(tmp_path, run_cli):
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_cli("run", *SMALL, "--jobs", "1", "--out", one, check=True)
+    proc = run_cli("run", *SMALL, "--jobs", "2", "--out", two, check=True)
+    assert "2 worker processes, 1 threads each" in proc.stderr
+    assert "4 cells done, 0 failed" in proc.stderr
+    # unlearning ran once per (concept, method, seed), not once per attack
+    assert len(list((two / "artifacts" / "unlearn").glob("*.safetensors"))) == 2
+    a, b = records(run_cli, one), records(run_cli, two)
+    assert set(a) == set(b) and len(a) > 20
+    assert {k: v for k, v in a.items() if k[5] in ("asr", "related.related", "related.unrelated")} == \
+        {k: v for k, v in b.items() if k[5] in ("asr", "related.related", "related.unrelated")}
+    again = run_cli("run", *SMALL, "--jobs", "2", "--out", two, check=True)
+    assert "0 cells done, 0 failed, 4 already finished" in again.stderr and "worker processes" not in again.stderr
