@@ -4,7 +4,8 @@
     python benchmarks/eval_pass.py --model tiny --prompts 4 --steps 2 --batch 2        # the script itself, on CPU
 
 UnlearnDiffAtk's evaluation samples its 142 nudity prompts with 50 LMS steps at guidance 7.5: 142 x 50 x 2 UNet
-images (classifier-free guidance doubles the batch). The bound is the measured dense matmul rate of the device in
+images (classifier-free guidance doubles the batch). The pass goes through ``relearnbench.diffusion.sample`` with
+``sampler="unlearndiffatk"``, as the harness's evaluation does (``sample.sampler``). The bound is the measured dense matmul rate of the device in
 the dtype, divided by the UNet's FLOPs per image (counted by torch's FlopCounterMode on one call); the text encoder
 and the VAE decode are left out of the bound (on SD-1.4 the UNet is over 90 % of a sample's arithmetic), so the
 ratio is an upper estimate of how much of the device the pass uses.
@@ -59,42 +60,33 @@ def main():
     p.add_argument("--prompts", type=int, default=142)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=7.5)
-    p.add_argument("--batch", type=int, default=16, help="prompts per pipeline call (the UNet sees twice as many)")
+    p.add_argument("--batch", type=int, default=16, help="prompts per sampler call (the UNet sees twice as many)")
     p.add_argument("--matmul", type=int, default=8192, help="side of the square matmul that measures the device")
     a = p.parse_args()
 
     import torch
-    from diffusers import LMSDiscreteScheduler
-    from diffusers.utils import logging as diffusers_logging
 
-    from relearnbench.diffusion import pipeline
+    from relearnbench.api import Prompt
+    from relearnbench.diffusion import sample
     from relearnbench.models import ModelConfig, load_model
     from relearnbench.spec import DTYPES
 
     dtype = getattr(torch, DTYPES[a.dtype])
     model = load_model(a.model, ModelConfig(), device=a.device, dtype=dtype)
     model.unet.to(dtype)  # sampling only: the UNet may be half precision too
-    pipe = pipeline(model, a.steps)
-    diffusers_logging.set_verbosity_error()  # the random model's scheduler config draws a deprecation notice
-    pipe.scheduler = LMSDiscreteScheduler.from_config(model.scheduler.config)
-    prompts = [f"a photo of a person, number {i}" for i in range(a.prompts)]
-    batches = [prompts[i:i + a.batch] for i in range(0, len(prompts), a.batch)]
+    prompts = [Prompt(f"a photo of a person, number {i}", seed=i, guidance=a.guidance) for i in range(a.prompts)]
 
-    def run(chunks, steps):
-        out = 0
-        for k, chunk in enumerate(chunks):
-            g = torch.Generator(a.device).manual_seed(k)
-            images = pipe(chunk, num_inference_steps=steps, guidance_scale=a.guidance, generator=g,
-                          output_type="pt", height=model.resolution, width=model.resolution).images
-            out += len(images)
+    def run(prompts, steps):  # the harness's evaluation sampler (sample.sampler = "unlearndiffatk")
+        images = sample(model, prompts, 1, steps=steps, guidance=a.guidance, seed=0, batch_size=a.batch,
+                        sampler="unlearndiffatk")
         sync(a.device)
-        return out
+        return len(images)
 
-    run(batches[:1], 2)  # warm-up: kernels, allocator
+    run(prompts[:a.batch], 2)  # warm-up: kernels, allocator
     if a.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    n = run(batches, a.steps)
+    n = run(prompts, a.steps)
     dt = time.perf_counter() - t0
 
     per_image_step = unet_flops(model, 2)  # CFG: two UNet images per sampled image and step

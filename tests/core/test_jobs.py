@@ -1,9 +1,11 @@
 """--jobs N: worker processes on this machine give the records of one process."""
 
 import csv
+import importlib.util
 import io
+import sqlite3
 
-from tests.conftest import needs_toy
+from tests.conftest import ROOT, needs_toy
 
 SMALL = ["--concepts", "triangle", "--methods", "none,esd", "--attacks", "none,ft", "--metrics", "asr,related",
         "--set", "esd.steps=3", "--set", "ft.curve=[0,2]", "--set", "ft.images_per_prompt=1",
@@ -31,3 +33,11 @@ def test_jobs_2_gives_the_leaderboard_of_jobs_1(tmp_path, run_cli):
         {k: v for k, v in b.items() if k[5] in ("asr", "related.related", "related.unrelated")}
     again = run_cli("run", *SMALL, "--jobs", "2", "--out", two, check=True)
     assert "0 cells done, 0 failed, 4 already finished" in again.stderr and "worker processes" not in again.stderr
+    # benchmarks/stages.py counts each stage once: unlearning per group, not per attack cell
+    loader = importlib.util.spec_from_file_location("stages", ROOT / "benchmarks" / "stages.py")
+    stages = importlib.util.module_from_spec(loader)
+    loader.loader.exec_module(stages)
+    with sqlite3.connect(two / "results.sqlite") as db:
+        unlearn = dict(db.execute("SELECT method, seconds FROM records WHERE stage = 'pre'").fetchall())
+    split = stages.breakdown(str(two))
+    assert abs(split["unlearn"] - sum(unlearn.values())) < 1e-6 and split["sampling"] > 0 and split["scoring"] > 0
