@@ -19,13 +19,15 @@ from relearnbench.store import Store
 
 def breakdown(run_dir: str) -> dict[str, float]:
     df = Store(run_dir, create=False).records_frame()
-    df["sample_seconds"] = [json.loads(i or "{}").get("sample_seconds", 0.0) for i in df["info"]]
+    # a record copied from another stage (post@0 repeats pre) has eval_seconds 0 and its source's info
+    df["sample_seconds"] = [json.loads(i or "{}").get("sample_seconds", 0.0) if e > 0 else 0.0
+                            for i, e in zip(df["info"], df["eval_seconds"])]
     group, cell = ["model", "concept", "method", "seed"], ["model", "concept", "method", "attack", "seed"]
     pre = df[df.stage == "pre"].groupby(group).first()
     points = df[df.stage != "pre"].groupby(cell + ["stage"]).first().reset_index()
     # "post" repeats the last curve point unless the attack evaluated "post" itself
     curved = set(map(tuple, points[points.stage.str.startswith("post@")][cell].values))
-    points = points[(points.stage != "post") | [tuple(r) not in curved for r in points[cell].values]]
+    points = points[[stage != "post" or tuple(key) not in curved for stage, key in zip(points.stage, points[cell].values)]]
     evaluation = pre.eval_seconds.sum() + points.eval_seconds.sum()
     sampling = pre.sample_seconds.sum() + points.sample_seconds.sum()
     return {"unlearn": float(pre.seconds.sum()), "attack": float(points.groupby(cell).seconds.max().sum()),

@@ -149,7 +149,8 @@ def run_jobs(spec: Spec, store: Store, jobs: int, retry_failed: bool = False, pr
     run_dir, spec_d = str(store.dir.resolve()), spec_dict(spec)
     bar = progress.add(f"grid ({jobs} jobs)", total=len(todo)) if progress else None
     waiting, ready, running = collections.deque(groups), collections.deque(), {}
-    with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_start_worker, initargs=(threads, slots)) as pool:
+    pool = cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_start_worker, initargs=(threads, slots))
+    try:
         while waiting or ready or running:
             while len(running) < jobs and (ready or waiting):
                 if ready:
@@ -179,6 +180,12 @@ def run_jobs(spec: Spec, store: Store, jobs: int, retry_failed: bool = False, pr
                     write_result(store, p, key, records, None, outcome, {**used, **attack_used})
                     if progress:
                         progress.advance(bar)
+    except BaseException:  # Ctrl-C or a dead worker: stop the others now rather than after their jobs
+        for process in list((pool._processes or {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     print(f"{jobs} worker processes, {threads} threads each" + (f", GPUs {','.join(gpus[:jobs])}" if gpus else ""),
           file=sys.stderr, flush=True)
     return outcome
