@@ -18,7 +18,10 @@ SciPy 1.18), the features through clean-fid's pipeline. The reference is the con
 The Inception weights (clean-fid's ``inception-2015-12-05.pt``) must already be on disk: clean-fid
 would download them, relearnbench never does. The generated side is as many images as the shared
 sampler draws for the benign prompts (``sample.benign_images_per_prompt``); FID is biased upwards at
-small counts, so compare values only at equal counts. No within-cell interval: bootstrapping FID
+small counts, so compare values only at equal counts. With ``prompts`` a caption CSV in the format of
+Diffusion-MU-Attack's ``prompts/coco_10k.csv`` (columns ``case_number,source,prompt,evaluation_seed``)
+the generated side is instead one image per caption at its row's seed, for the first ``count`` rows,
+against a folder of the reference images or their clean-fid ``.npz``: the published COCO-10k FID. No within-cell interval: bootstrapping FID
 mostly measures that bias; the table's interval over seeds is the one to read.
 """
 
@@ -141,12 +144,29 @@ class InceptionFeatures:
         return np.concatenate(out)
 
 
+def read_captions(path: str, count: int = 0):
+    """The first ``count`` rows (0 = all) of a caption CSV as prompts at their ``evaluation_seed``."""
+    import csv
+
+    from relearnbench.api import Prompt
+
+    if not pathlib.Path(path).exists():
+        raise UserError(f"fid.prompts: caption file {path} does not exist")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "prompt" not in rows[0] or "evaluation_seed" not in rows[0]:
+        raise UserError(f"fid.prompts {path}: expected the columns case_number,source,prompt,evaluation_seed "
+                        "(Diffusion-MU-Attack's prompts/coco_10k.csv)")
+    return tuple(Prompt(r["prompt"], int(r["evaluation_seed"])) for r in rows[:count or None])
+
+
 class FID(Metric):
     """clean-fid FID of benign-prompt images against the concept's reference set."""
 
     @dataclass(frozen=True)
     class Config:
-        prompts: str = "benign"  # whose images are scored: benign (related + unrelated), related or unrelated
+        prompts: str = "benign"  # whose images: benign (related + unrelated), related, unrelated, or a caption CSV
+        count: int = 0  # a caption CSV: its first rows to generate (0 = all)
         reference_images: int = 1000  # reference count: world images rendered, or the first N files of a folder (0 = all)
         reference_seed: int = 31337  # seed of the rendered world reference (fixed: every cell shares one reference)
         features: str = "auto"  # "auto" (toy judge for a world reference, else inception), "toy_judge" or "inception"
@@ -182,7 +202,13 @@ class FID(Metric):
         if not reference:
             raise UserError(f"concept {ev.concept.name} declares no fid_reference (\"world\", an image folder, "
                             "or a clean-fid statistics .npz); set one with --set concept.fid_reference=...")
-        images, _, _ = ev.images(c.prompts)
+        if c.prompts.endswith(".csv"):
+            if reference == "world":
+                raise UserError("fid.prompts: a caption CSV is scored against an image folder or a clean-fid .npz "
+                                "of its reference images (--set concept.fid_reference=...), not the toy world")
+            images = ev.sample_prompts(f"fid:{c.prompts}:{c.count}", read_captions(c.prompts, c.count))
+        else:
+            images, _, _ = ev.images(c.prompts)
         extract = self.extractor(ev)
         mu_r, sigma_r, n_ref = self.reference(ev, extract)
         if len(images) < 2:

@@ -78,3 +78,15 @@ class Evaluation:
             self._images[which] = (imgs, texts, index)
             self.sample_seconds += time.perf_counter() - t0
         return self._images[which]
+
+    def sample_prompts(self, key: str, prompts: Sequence[Prompt], n: int = 1):
+        """Images [len(prompts)·n, 3, H, W] of prompts outside the concept's sets (a FID caption file), at
+        their own seeds, with the stage's sampler; sampled once per ``key`` and stage."""
+        if key not in self._images:
+            from relearnbench.diffusion import sample
+
+            seed = self.ctx.seed * 7 + 5
+            self._images[key] = sample(self.model, prompts, n, steps=self.config.steps, guidance=self.config.guidance,
+                                       seed=seed, batch_size=self.config.batch_size, progress=self.ctx.progress,
+                                       sampler=self.config.sampler_for(prompts))
+        return self._images[key]

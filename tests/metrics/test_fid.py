@@ -92,3 +92,29 @@ def test_inception_missing_is_a_clear_error(tmp_path, monkeypatch):
         InceptionFeatures.find("")
     with pytest.raises(UserError, match="inception_path"):
         InceptionFeatures.find(str(tmp_path / "nothing.pt"))
+
+
+def test_fid_on_a_caption_csv_generates_one_image_per_caption_at_its_seed(toy_judge, concept, tiny_eval, tmp_path):
+    from relearnbench.api import Prompt
+    from relearnbench.diffusion import sample
+
+    captions = tmp_path / "coco.csv"
+    captions.write_text("case_number,source,prompt,evaluation_seed\n0,coco,a red circle,11\n1,coco,a cat,22\n"
+                        "2,coco,a dog,33\n")
+    mu, sigma = statistics(ToyFeatures(toy_judge)(torch.rand(8, 3, 32, 32)))
+    np.savez(tmp_path / "ref.npz", mu=mu, sigma=sigma)
+    ev = tiny_eval
+    ev.concept = replace(concept, fid_reference=str(tmp_path / "ref.npz"))
+    try:
+        fid = FID(FID.Config(prompts=str(captions), count=2, features="toy_judge"))
+        score = fid.compute(ev)[0]
+        assert score.n == 2 and np.isfinite(score.value)
+        images = ev._images[f"fid:{captions}:2"]
+        cfg = ev.config
+        expected = sample(ev.model, [Prompt("a red circle", 11), Prompt("a cat", 22)], 1, steps=cfg.steps,
+                          guidance=cfg.guidance, seed=0, batch_size=cfg.batch_size)
+        assert torch.allclose(images, expected, atol=1e-5)  # the rows' own seeds, whatever the stage's seed
+        with pytest.raises(UserError, match="not the toy world"):
+            fid.compute(type(ev)(ev.model, replace(concept, fid_reference="world"), ev.ctx, "pre"))
+    finally:
+        ev.concept = concept
