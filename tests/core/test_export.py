@@ -82,7 +82,8 @@ def test_exported_folder_loads_offline_and_samples(exported, monkeypatch):
 @pytest.mark.parametrize("args, says", [
     (["--set", "checkpoint.path=/no/such/unet.safetensors"], "error: checkpoint.path=/no/such/unet.safetensors: no such file"),
     (["--set", "checkpoint.path=MISMATCH"], "does not fit the base model's UNet (.* tensors): 2 missing (conv_in.weight"),
-    (["--set", "checkpoint.path=PICKLE"], "is a pickle holding argparse.Namespace"),
+    # a full CLI run to a failed cell; the refusal itself is tested fast in tests/methods/test_checkpoint.py
+    pytest.param(["--set", "checkpoint.path=PICKLE"], "is a pickle holding argparse.Namespace", marks=pytest.mark.slow),
 ])
 def test_bad_checkpoints_are_one_line_errors(tmp_path, run_cli, args, says):
     import argparse
