@@ -6,7 +6,8 @@
   calls ``evaluate(step, final=...)`` at each point of its relearning curve (``evaluate(None)`` for
   a single final evaluation; ``final=False`` at intermediate points, which then score only the
   curve metrics, ASR by default); prompt attacks pass ``forget_prompts=`` to evaluate their
-  adversarial prompts.
+  adversarial prompts; probes pass ``images=``, the forget images they made (prompt-major), to be
+  scored instead of sampling.
 * ``Metric.compute(ev)`` scores one evaluation stage; images are sampled once per stage by ``ev``
   and shared by every metric.
 * ``Judge.flags(images, concept)`` says which images show the concept.

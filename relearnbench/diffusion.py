@@ -152,14 +152,54 @@ def ddim_to_step(model: Model, c: torch.Tensor, uncond: torch.Tensor, stop: int,
     b = c.shape[0]
     shape = (b, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     x = torch.randn(shape, generator=generator).to(unet.device) * sched.init_noise_sigma
-    for t in sched.timesteps[:stop]:
-        tt = t.expand(b)
-        eps = cfg(predict(unet, x, tt, uncond.expand_as(c)), predict(unet, x, tt, c), guidance)
-        x = sched.step(eps, t, x).prev_sample
+    x = denoise(model, x, c, uncond, guidance, sched, sched.timesteps[:stop], unet=unet)
     return x, sched.timesteps[stop].expand(b)
 
 
+@torch.no_grad()
+def denoise(model: Model, x: torch.Tensor, c: torch.Tensor, uncond: torch.Tensor, guidance,
+            sched: DDIMScheduler, timesteps: torch.Tensor, on_step=None, unet=None) -> torch.Tensor:
+    """DDIM with classifier-free guidance from latents ``x`` at ``timesteps[0]`` through ``timesteps`` (a
+    tail or head of ``sched.timesteps``). ``guidance``: a scale, or one per row [B, 1, 1, 1].
+    ``on_step(x, t, t_next)`` may change the latents after each step from ``t`` to ``t_next`` (None after
+    the last): the probes inject noise or paste back a known region there."""
+    unet = unet or model.unet
+    for i, t in enumerate(timesteps):
+        tt = t.expand(x.shape[0])
+        eps = cfg(predict(unet, x, tt, uncond.expand_as(c)), predict(unet, x, tt, c), guidance)
+        x = sched.step(eps, t, x).prev_sample
+        if on_step is not None:
+            x = on_step(x, int(t), int(timesteps[i + 1]) if i + 1 < len(timesteps) else None)
+    return x
+
+
+def posterior_std(model: Model, t: int, t_next: Optional[int]) -> float:
+    """σ of the DDPM posterior q(x_t' | x_t, x0) for a sampler step t → t' (DDIM's σ at η = 1, Song et al.
+    2021 eq. 16): √((1 − ᾱ_t') / (1 − ᾱ_t) · (1 − ᾱ_t / ᾱ_t')), with ᾱ = 1 past the last step, as DDIM's
+    ``set_alpha_to_one``. (diffusers computes it only inside its private ``_get_variance``.)"""
+    a = model.scheduler.alphas_cumprod
+    a_t, a_next = float(a[t]), 1.0 if t_next is None else float(a[t_next])
+    return ((1 - a_next) / (1 - a_t) * (1 - a_t / a_next)) ** 0.5
+
+
 # -- sampling images --------------------------------------------------------------------------
+def image_jobs(prompts: Sequence[Prompt], n_per_prompt: int, seed: int, guidance: float) -> list[tuple[str, float, int]]:
+    """(text, guidance, generator seed) of every image, prompt-major, as ``sample``'s ddim sampler seeds them:
+    image j of prompt i uses seed ``prompt.seed`` (or ``seed`` · 100003 + i) · 1000 + j."""
+    jobs = []
+    for i, p in enumerate(prompts):
+        base = p.seed if p.seed is not None else seed * 100003 + i
+        g = p.guidance if p.guidance is not None else guidance
+        jobs += [(p.text, g, base * 1000 + j) for j in range(n_per_prompt)]
+    return jobs
+
+
+def initial_noise(model: Model, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """x_T ~ N(0, I) [N, C, h, w] on the CPU, one image per generator (its first draw)."""
+    c, h = model.unet.config.in_channels, model.unet.config.sample_size
+    return torch.stack([torch.randn((c, h, h), generator=g) for g in generators])
+
+
 def frozen_dtype(model: Model):
     """Autocast to the frozen parts' dtype (``--dtype bf16``): the pipeline hands the text encoder's
     bf16 embeddings to a float32 UNet and its float32 latents to a bf16 VAE, which only autocast
@@ -216,3 +256,44 @@ def sample(model: Model, prompts: Sequence[Prompt], n_per_prompt: int, *, steps:
                             height=model.resolution, width=model.resolution).images
             images[[j[0] for j in part]] = imgs.float().cpu()
     return images
+
+
+@torch.no_grad()
+def generate(model: Model, jobs: Sequence[tuple[str, float, int]], noise: torch.Tensor, *, steps: int,
+             strength: float = 1.0, x0: Optional[torch.Tensor] = None, on_step=None, batch_size: int = 32,
+             progress=None) -> torch.Tensor:
+    """Images [N, 3, H, W] in [0, 1]: the sampler of ``sample`` (DDIM, classifier-free guidance) with a start
+    point and a per-step hook, which the probes need and the diffusers pipeline does not take. Image k is
+    conditioned on ``jobs[k]`` (text, guidance, seed; see ``image_jobs``) from the noise ε = ``noise[k]``.
+
+    * Without ``x0``, it starts from pure noise ε, as ``sample`` does (strength must be 1).
+    * With ``x0`` [N, C, h, w] (latents), diffusers' img2img convention: only the last round(strength · steps)
+      DDIM steps run, from x_{t_start} = add_noise(x0, ε, t_start) at the first of them; strength 0 is x0 itself.
+    * ``on_step(x, t, t_next, rows)`` runs after every step (see ``denoise``); ``rows`` lists the images of
+      ``jobs`` that ``x`` holds.
+    """
+    if not 0 <= strength <= 1 or (x0 is None and strength != 1):
+        raise ValueError(f"strength must lie in [0, 1], and be 1 without x0; got {strength}")
+    # the evaluation pipeline's own DDIM (StableDiffusionPipeline moves an old config to steps_offset = 1), so that
+    # from pure noise with no hook these are the images ``sample`` makes
+    sched = pipeline(model, steps).scheduler
+    sched.set_timesteps(steps, device=model.unet.device)
+    timesteps = sched.timesteps[steps - round(strength * steps):]
+    device = model.unet.device
+    uncond = encode_text_frozen(model, [""])
+    images = []
+    batches = range(0, len(jobs), batch_size)
+    for start in (progress.track(batches, description="sampling") if progress is not None else batches):
+        rows = list(range(start, min(start + batch_size, len(jobs))))
+        eps = noise[rows].to(device)
+        if x0 is None:
+            x = eps * sched.init_noise_sigma
+        elif len(timesteps) == 0:
+            x = x0[rows].to(device)
+        else:
+            x = add_noise(model, x0[rows].to(device), eps, timesteps[0].expand(len(rows)))
+        c = encode_text_frozen(model, [jobs[k][0] for k in rows])
+        scale = torch.tensor([float(jobs[k][1]) for k in rows], device=device).view(-1, 1, 1, 1)
+        hook = None if on_step is None else (lambda x, t, t_next, rows=rows: on_step(x, t, t_next, rows))
+        images.append(decode_latents(model, denoise(model, x, c, uncond, scale, sched, timesteps, hook)).cpu())
+    return torch.cat(images)

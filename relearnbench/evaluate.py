@@ -32,12 +32,18 @@ class Evaluation:
     """What a metric sees: the model at one stage, its concept, the judge, and shared images."""
 
     def __init__(self, model: Model, concept: Concept, ctx: Context, stage: str,
-                 forget_prompts: Optional[Sequence[Prompt]] = None):
+                 forget_prompts: Optional[Sequence[Prompt]] = None, forget_images=None):
         self.model, self.concept, self.ctx, self.stage = model, concept, ctx, stage
         self.config: SampleConfig = ctx.sample_config or SampleConfig()
         self.forget_prompts = tuple(forget_prompts) if forget_prompts is not None else concept.forget
         self._images: dict[str, tuple] = {}
         self.sample_seconds = 0.0  # of this stage's seconds, those spent sampling images
+        if forget_images is not None:  # a probe made them (prompt-major, as many per prompt)
+            n, rest = divmod(len(forget_images), len(self.forget_prompts))
+            if rest or not n:
+                raise ValueError(f"{len(forget_images)} forget images for {len(self.forget_prompts)} prompts")
+            self._images["forget"] = (forget_images, [p.text for p in self.forget_prompts for _ in range(n)],
+                                      [i for i in range(len(self.forget_prompts)) for _ in range(n)])
         self.cell: dict = {}  # model, concept, method, (attack,) seed: set by the harness
 
     @property

@@ -212,10 +212,10 @@ def context(p: Plan, model_name: str, concept: str, seed: int, store: Store, pro
 
 
 def evaluate_stage(p: Plan, model, concept_name: str, ctx: Context, stage: str, cell: dict,
-                   forget_prompts=None, only: set | None = None) -> list[Record]:
+                   forget_prompts=None, only: set | None = None, images=None) -> list[Record]:
     from relearnbench.evaluate import Evaluation
 
-    ev = Evaluation(model, p.concepts[concept_name], ctx, stage, forget_prompts)
+    ev = Evaluation(model, p.concepts[concept_name], ctx, stage, forget_prompts, images)
     ev.cell = cell
     t0 = time.perf_counter()
     scores: list[Score] = []
@@ -342,16 +342,17 @@ def attack_job(spec: Spec, run_dir: str, cell: tuple, ukey: str, pre: list[Recor
     t_attack = [0.0]
     curve: list[list[Record]] = []
 
-    def evaluate(step=None, forget_prompts=None, final=True):
+    def evaluate(step=None, forget_prompts=None, final=True, images=None):
         """Score the model as it is now. Intermediate curve points (``final=False``) score only the
-        metrics registered with ``curve=True`` (ASR): FID and CLIP need many images, the curve is about ASR."""
+        metrics registered with ``curve=True`` (ASR): FID and CLIP need many images, the curve is about ASR.
+        ``images``: forget images a probe made itself, scored instead of sampling the forget prompts."""
         stage = "post" if step is None else f"post@{step}"
         t_attack[0] += time.perf_counter() - t_mark[0]  # training time only, evaluation excluded
-        if step == 0 and forget_prompts is None:
+        if step == 0 and forget_prompts is None and images is None:
             recs = [dataclasses.replace(r, stage=stage, eval_seconds=0.0) for r in pre]
         else:
             only = None if final else p.curve_metrics
-            recs = evaluate_stage(p, m, concept, ctx, stage, cell_dict, forget_prompts, only)
+            recs = evaluate_stage(p, m, concept, ctx, stage, cell_dict, forget_prompts, only, images)
         if not final:
             recs = [r for r in recs if r.metric.split(".")[0] in p.curve_metrics]
         for r in recs:

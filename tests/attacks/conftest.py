@@ -34,12 +34,14 @@ class Recorder:
     def __init__(self, model=None, probe=None):
         self.calls = []  # (step, forget_prompts)
         self.finals = []  # the final= flag of each call
+        self.images = []  # the images= a probe handed over at each call (None if it did not)
         self.model, self.probe = model, probe
         self.probes = []  # probe(model) at each call
 
-    def __call__(self, step=None, forget_prompts=None, final=True):
+    def __call__(self, step=None, forget_prompts=None, final=True, images=None):
         self.calls.append((step, None if forget_prompts is None else list(forget_prompts)))
         self.finals.append(final)
+        self.images.append(images)
         if self.probe is not None:
             self.probes.append(self.probe(self.model))
 
@@ -72,6 +74,12 @@ TINY = {
     "lora": dict(curve=[0, 2, 4], batch_size=2, images_per_prompt=2, lr=1e-2),
     "unlearndiffatk": dict(k=2, timesteps=2, iterations=2),
     "ci": dict(steps=3, batch_size=2, images_per_prompt=2, init_word="shape"),
+    "noising": dict(curve=[0, 500]),
+    "noising_benign": dict(curve=[0, 500]),
+    "completion": dict(curve=[0, 500]),
+    "completion_benign": dict(curve=[0, 500]),
+    "inpaint": dict(curve=[0, 500]),
+    "inpaint_benign": dict(curve=[0, 500]),
 }
 
 
@@ -80,7 +88,7 @@ def _build(name, **overrides):
     from relearnbench.registry import ATTACKS
 
     cls = ATTACKS.get(name)
-    return instantiate(cls, "toy", {cls.config_name: {**TINY.get(name, {}), **overrides}})
+    return instantiate(cls, "toy", {cls.config_name: {**TINY.get(name, {}), **overrides}}, ATTACKS.meta(name).get("preset"))
 
 
 @pytest.fixture

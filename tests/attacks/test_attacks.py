@@ -1,6 +1,7 @@
 """Every registered attack (but the lead's torch-free dummy) runs on a tiny model and follows the
 evaluate() protocol: curve attacks evaluate once per configured step, in order; prompt attacks
-evaluate once with one prompt per forget prompt that keeps its seed and guidance."""
+evaluate once with one prompt per forget prompt that keeps its seed and guidance; probes hand over
+images, as many per prompt as the sampler makes, for the prompts they name."""
 
 import dataclasses
 
@@ -23,9 +24,15 @@ def test_attack_runs_and_follows_the_evaluate_protocol(name, concept, build, mak
     assert rec.calls, f"{name} never called evaluate()"
     assert rec.finals[-1] and not any(rec.finals[:-1])  # only the last point scores every metric
     curve = getattr(attack.config, "curve", None)
-    if curve is not None:  # a finetuning attack: one record per configured step, step 0 first
+    if curve is not None:  # a finetuning attack or a probe: one record per configured step, step 0 first
         assert [s for s, _ in rec.calls] == sorted(set(curve))
-        assert all(p is None for _, p in rec.calls)
+        if rec.images[0] is None:  # finetuning: the concept's own prompts
+            assert all(p is None and i is None for (_, p), i in zip(rec.calls, rec.images))
+        for (_, prompts), images in zip(rec.calls, rec.images):
+            if images is not None:  # a probe: images for its prompts (the forget prompts unless it names others)
+                per_prompt = make_ctx().sample_config.images_per_prompt
+                assert images.shape == (len(prompts or concept.forget) * per_prompt, 3, 16, 16)
+                assert 0 <= images.min() and images.max() <= 1
     elif any(p is not None for _, p in rec.calls):  # a prompt attack
         (step, prompts), = rec.calls
         assert step is None and len(prompts) == len(concept.forget)
