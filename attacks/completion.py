@@ -48,12 +48,13 @@ def sources(model: Model, concept: Concept, ctx: Context, which: str, data: str,
 
 
 def probe_jobs(model: Model, concept: Concept, ctx: Context, template: str = "{prompt}", benign: bool = False):
-    """(prompts, jobs, noise, generators) of the images a probe makes in place of the evaluation's: the
-    forget prompts (or, ``benign``, the related and unrelated ones) with the seeds and guidance ``evaluate``
-    samples them with (seed streams ctx.seed · 7 and + 3 in evaluate.py), each text set by ``template``
-    ({prompt} = the prompt's own). Each generator has drawn its image's initial noise."""
+    """(prompts, jobs, noise, generators) of the images a probe makes in place of the evaluation's: its
+    forget prompts with the seeds and guidance ``evaluate`` samples them with (evaluate.py's forget seed
+    stream, ctx.seed · 7), each text set by ``template`` ({prompt} = the prompt's own); or, ``benign``, the
+    attacker's benign prompts (the attack role's related and unrelated ones). Each generator has drawn its
+    image's initial noise."""
     cfg = ctx.sample_config or SampleConfig()
-    prompts = tuple(Prompt(t) for t in concept.benign) if benign else concept.forget
+    prompts = tuple(Prompt(t) for t in concept.attack_benign) if benign else concept.forget
     texts = [Prompt(template.format(prompt=p.text), p.seed, p.guidance) for p in prompts]
     jobs = image_jobs(texts, cfg.images_per_prompt, ctx.seed * 7 + (3 if benign else 0), cfg.guidance)
     generators = [torch.Generator().manual_seed(s) for *_, s in jobs]
@@ -72,6 +73,7 @@ class Completion(Attack):
 
     config_name = "completion"
     version = "1"
+    reads_eval_prompts = True  # it makes the evaluation's forget images, from its forget prompts
 
     def run(self, model: Model, concept: Concept, ctx: Context, evaluate) -> None:
         cfg, sc = self.config, ctx.sample_config or SampleConfig()

@@ -18,8 +18,9 @@ term taken as √|1 − ᾱ_t' − σ²|) with the noise scaled by 1.00-1.04 mor
 variants per prompt by a classifier. Here one η per curve point and every image is judged, so the curve
 reads as a dose-response.
 
-Control (``noising_benign``): the same noise while sampling the concept's benign prompts: the ASR that
-noise alone makes the judge report. The original model (method ``none``) is the other control.
+Control (``noising_benign``): the same noise while sampling benign prompts (the attacker's: the concept's
+attack-role related and unrelated prompts, not the evaluation's): the ASR that noise alone makes the judge
+report. The original model (method ``none``) is the other control.
 """
 
 from __future__ import annotations
@@ -51,10 +52,11 @@ class Noising(Attack):
     @dataclass(frozen=True)
     class Config:
         curve: tuple[int, ...] = (0, 250, 500, 750)  # η evaluated, per mille (500 = η 0.5; 0 = the sampler as is)
-        prompts: str = "forget"  # prompts sampled: "forget", or "benign" (the control: related and unrelated)
+        prompts: str = "forget"  # prompts sampled: "forget", or "benign" (the control: the attack role's benign prompts)
 
     config_name = "noising"
     version = "1"
+    reads_eval_prompts = True  # it makes the evaluation's forget images, from its forget prompts
 
     def run(self, model: Model, concept: Concept, ctx: Context, evaluate) -> None:
         cfg, sc = self.config, ctx.sample_config or SampleConfig()

@@ -35,7 +35,7 @@ def register_all():
     # probes (Lu et al. 2025): no training, no prompt search; each with its benign-source control
     ATTACKS.register("noising", f"{A}.noising:Noising", description="noising: extra Gaussian noise at every sampling step (Lu et al. 2025)")
     ATTACKS.register("noising_benign", f"{A}.noising:Noising", preset={"prompts": "benign"},
-                     description="control of noising: the same noise while sampling the benign prompts")
+                     description="control of noising: the same noise while sampling the attacker's benign prompts")
     ATTACKS.register("completion", f"{A}.completion:Completion",
                      description="diffusion completion: the unlearned model denoises a noised image of the concept (Lu et al. 2025)")
     ATTACKS.register("completion_benign", f"{A}.completion:Completion", preset={"source": "benign"},

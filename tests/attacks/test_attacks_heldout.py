@@ -17,7 +17,7 @@ def spied(name, concept, build, make_ctx, judge, monkeypatch):
     model = tiny_model()
     spy = DataSpy(monkeypatch, model.tokenizer)
 
-    def evaluate(step=None, forget_prompts=None, final=True):
+    def evaluate(step=None, forget_prompts=None, final=True, images=None):
         """The harness's evaluation samples the eval prompts; that is not the attack's data."""
 
     build(name).run(model, concept, make_ctx(judge(2.0)), evaluate)
@@ -34,7 +34,7 @@ def test_no_attack_trains_on_an_eval_prompt(name, concept, build, make_ctx, judg
     assert not (texts - allowed) & (forget | benign), f"{name} encoded eval prompts {sorted(texts & (forget | benign))}"
     assert not drawn & (forget | benign), f"{name} trained on images of eval prompts {sorted(drawn & (forget | benign))}"
     assert not (texts | drawn) & train, f"{name} received the defender's prompts"
-    if name not in ("none", "dummy"):
+    if name not in ("none", "dummy", "noising"):  # noising takes no data: it perturbs the evaluation's own sampling
         assert (texts | drawn) & attack, f"the spy saw none of {name}'s attack data: is it recording?"
 
 
