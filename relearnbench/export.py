@@ -107,7 +107,7 @@ def rerun_attack(attack, model, concept, ctx, seed: int) -> dict:
 
     kept: dict = {}
 
-    def evaluate(step=None, forget_prompts=None, final=True):
+    def evaluate(step=None, forget_prompts=None, final=True, images=None):  # a probe's images: its model is unchanged
         if final:
             kept.update(unet=copy.deepcopy(model.unet), text_encoder=copy.deepcopy(model.text_encoder),
                         tokenizer=copy.deepcopy(model.tokenizer), step=step,
