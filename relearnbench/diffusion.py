@@ -7,14 +7,15 @@ with the target set by ``prediction_type`` (ε, v or x0).
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, LMSDiscreteScheduler, StableDiffusionPipeline
-from diffusers.utils import logging as diffusers_logging
 
 from relearnbench.api import Model, Prompt
+
+if TYPE_CHECKING:
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
 
 
 # -- text -------------------------------------------------------------------------------------
@@ -124,8 +125,13 @@ def cfg(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
+# diffusers is imported where it is used: planning a run, and so rerunning a finished one, imports this module but
+# needs none of diffusers, whose import was half of a finished grid's rerun (cProfile, runs/prof-rerun, issue 18)
 def _ddim(model: Model) -> DDIMScheduler:
     """A DDIM sampler from the model's noise schedule (quietly: diffusers logs the whole config each time)."""
+    from diffusers import DDIMScheduler
+    from diffusers.utils import logging as diffusers_logging
+
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()
     try:
@@ -212,6 +218,8 @@ def pipeline(model: Model, steps: int, scheduler: str = "ddim") -> StableDiffusi
     """A pipeline of the model's components; ``scheduler`` ``ddim`` (on the model's noise schedule), or
     ``lms``: UnlearnDiffAtk's sampler as its code builds it (Diffusion-MU-Attack src/tasks/classifier_.py:
     ``LMSDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")``, SD-1.x's schedule)."""
+    from diffusers import LMSDiscreteScheduler, StableDiffusionPipeline
+
     sched = _ddim(model) if scheduler == "ddim" else LMSDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
     pipe = StableDiffusionPipeline(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
