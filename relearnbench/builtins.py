@@ -48,13 +48,13 @@ def register_all():
     # -- metrics (direction and aggregation live here so tables need no import) ----------------
     METRICS.register("dummy", f"{X}.dummy:Dummy", higher_is_better=False,
                      description="deterministic fake score for harness tests (no torch)")
-    METRICS.register("asr", f"{X}.asr:ASR", higher_is_better=False,
+    METRICS.register("asr", f"{X}.asr:ASR", higher_is_better=False, bounds=(0, 100),
                      description="attack success rate: share of forget-prompt images the judge flags")
     METRICS.register("fid", curve=False, target=f"{X}.fid:FID", higher_is_better=False,
                      description="clean-fid of benign-prompt images against a reference set")
-    METRICS.register("clip", curve=False, target=f"{X}.clip:CLIPScore", higher_is_better=True,
+    METRICS.register("clip", curve=False, target=f"{X}.clip:CLIPScore", higher_is_better=True, bounds=(0, 100),
                      description="CLIP score (100 x cosine) of benign prompts and their images")
-    METRICS.register("related", curve=False, target=f"{X}.related:Related", higher_is_better=True,
+    METRICS.register("related", curve=False, target=f"{X}.related:Related", higher_is_better=True, bounds=(0, 100),
                      description="how well related / unrelated benign prompts still render (self-destruct)")
     METRICS.register("gradients", curve=False, target=f"{X}.gradients:Gradients", higher_is_better=None,
                      description="forget-loss gradient norm and forget/retain gradient cosine")

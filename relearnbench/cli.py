@@ -230,14 +230,22 @@ def _print_table(run_dirs, fmt, long, stages, timing, metrics=None, prompts=Fals
             df = df[df["stage"].isin(stages)]
         click.echo(T.render(T.prompt_table(df), fmt), nl=False)
         return
+    notes = set()
     if fmt in ("rich", "md"):  # one readable table per attack
         for attack in dict.fromkeys(df["attack"]):
             title = f"attack: {attack}  ({', '.join(run_dirs)})"
             if fmt == "md":
                 click.echo(f"\n**{title}**\n")
-            click.echo(T.render(T.leaderboard(df, stages, attack), fmt, title=title), nl=False)
+            board = T.leaderboard(df, stages, attack)
+            notes.add(board.attrs["note"])
+            click.echo(T.render(board, fmt, title=title), nl=False)
     else:
-        click.echo(T.render(T.leaderboard(df, stages), fmt), nl=False)
+        click.echo(T.render(T.leaderboard(df, stages, numeric=fmt == "csv"), fmt), nl=False)
+    for note in sorted(notes - {""}):
+        import shutil
+        import textwrap
+
+        click.echo("\n" + textwrap.fill(note, shutil.get_terminal_size((120, 24)).columns))
     failed = cells[cells["status"] == "failed"]
     if len(failed) and fmt in ("rich", "md"):
         click.echo(f"\n{len(failed)} failed cells are not in the table (relearnbench run --retry-failed)")

@@ -170,24 +170,36 @@ REGISTRIES = {r.kind: r for r in (METHODS, ATTACKS, METRICS, MODELS, JUDGES)}
 
 
 def load_plugin(module: str) -> None:
-    """``--plugin some.module``: import a module (or a .py file) whose import registers plugins."""
+    """``--plugin some.module``: import a module (or a .py file, whose folder becomes importable, so it can
+    import its neighbours) whose import registers plugins; one that registers nothing is an error."""
     import importlib.util
     import pathlib
     import sys
 
-    path = pathlib.Path(module)
+    def count() -> int:
+        return sum(len(r._entries) + len(r._suffixes) for r in REGISTRIES.values())
+
+    before, path = count(), pathlib.Path(module)
     try:
         if path.suffix == ".py":
             if not path.exists():
                 raise UserError(f"--plugin {module}: no such file")
+            folder = str(path.resolve().parent)
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
             spec = importlib.util.spec_from_file_location(path.stem, path)
             mod = importlib.util.module_from_spec(spec)
             sys.modules[path.stem] = mod
             spec.loader.exec_module(mod)
+        elif module in sys.modules:
+            return  # imported before (by an entry point, or an earlier --plugin): its plugins are in
         else:
             importlib.import_module(module)
     except ImportError as e:
         raise UserError(f"--plugin {module}: cannot import it ({e}); is it on PYTHONPATH?") from e
+    if count() == before:
+        raise UserError(f"--plugin {module} registered nothing: it should call METHODS.register, ATTACKS.register, "
+                        "METRICS.register, MODELS.register or JUDGES.register (from relearnbench.registry) when imported")
 
 
 from relearnbench import builtins as _builtins  # noqa: E402  (registers the lazy built-ins)

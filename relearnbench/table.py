@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import pathlib
 import re
+import shutil
 
 from relearnbench.errors import UserError
 from relearnbench.store import DB_NAME, Store
@@ -117,8 +118,18 @@ def t_interval(vals: list[float]) -> tuple[float, float]:
     return mean, t_quantile(n) * sd / math.sqrt(n)
 
 
+def bounds(metric: str) -> tuple[float, float]:
+    """The range a metric's values live in (a rate: 0-100 %), from its registration; unbounded if none."""
+    from relearnbench.registry import METRICS
+
+    base = metric.split(".")[0]
+    return tuple(METRICS.meta(base).get("bounds", (-math.inf, math.inf))) if base in METRICS else (-math.inf, math.inf)
+
+
 def aggregate(df, stages=("pre", "post")):
-    """Mean, 95 % half-width and seed count per (model, concept, method, attack, metric, stage)."""
+    """Mean, 95 % interval (half-width, and lo/hi clipped to the metric's bounds) and seed count per
+    (model, concept, method, attack, metric, stage). Over seeds: a Student-t interval; one seed: the
+    record's own (bootstrap) interval. ``clipped``: mean ± half leaves the bounds, so show lo-hi instead."""
     import pandas as pd
 
     if stages:
@@ -129,16 +140,26 @@ def aggregate(df, stages=("pre", "post")):
         vals = g["value"].astype(float).tolist()
         n = len(vals)
         mean, half = t_interval(vals)
+        lo, hi = mean - half, mean + half
         if n == 1 and pd.notna(g["lo"].iloc[0]) and pd.notna(g["hi"].iloc[0]):
-            half = (float(g["hi"].iloc[0]) - float(g["lo"].iloc[0])) / 2
-        rows.append(dict(zip(keys, key), mean=mean, half=half, seeds=n))
-    return pd.DataFrame(rows, columns=keys + ["mean", "half", "seeds"])
+            lo, hi = float(g["lo"].iloc[0]), float(g["hi"].iloc[0])
+            half = (hi - lo) / 2
+        low, high = bounds(key[4])
+        clipped = mean - half < low or mean + half > high
+        rows.append(dict(zip(keys, key), mean=mean, half=half, lo=max(lo, low), hi=min(hi, high), seeds=n,
+                         clipped=clipped))
+    return pd.DataFrame(rows, columns=keys + ["mean", "half", "lo", "hi", "seeds", "clipped"])
 
 
-def fmt(mean: float, half: float) -> str:
+CLIPPED_NOTE = "a (lo–hi): the 95 % interval, clipped to the rate's range [0, 100] where mean ± half-width left it"
+
+
+def fmt(mean: float, half: float, lo: float = math.nan, hi: float = math.nan, clipped: bool = False) -> str:
     if math.isnan(mean):
         return "–"
     s = _num(mean)
+    if clipped:
+        return f"{s} ({_num(lo)}–{_num(hi)})"
     return s if math.isnan(half) else f"{s} ± {_num(half)}"
 
 
@@ -154,15 +175,17 @@ def _num(x: float) -> str:
     return f"{x:.3f}"
 
 
-def leaderboard(df, stages=("pre", "post"), attack: str | None = None):
+def leaderboard(df, stages=("pre", "post"), attack: str | None = None, numeric: bool = False):
     """Wide table: index (model?, concept?, method), then ``seeds`` (the row's seed count, where any
-    row has several), columns 'attack · metric↑ · stage' (just 'metric↑ · stage' for one ``attack``)."""
+    row has several), columns 'attack · metric↑ · stage' (just 'metric↑ · stage' for one ``attack``):
+    text "mean ± half", or with ``numeric`` three number columns per column: the mean, 'lo' and 'hi'.
+    ``attrs["note"]`` explains clipped intervals where there are any."""
     if attack is not None:
         df = df[df["attack"] == attack]
     agg = aggregate(df, stages)
     if agg.empty:
         raise UserError("no finished records to tabulate (every cell failed or none ran)")
-    agg["text"] = [fmt(m, h) for m, h in zip(agg["mean"], agg["half"])]
+    agg["text"] = [fmt(*r) for r in zip(agg["mean"], agg["half"], agg["lo"], agg["hi"], agg["clipped"])]
     arrows = {True: "↑", False: "↓", None: ""}
     agg["column"] = [f"{'' if attack else a + ' · '}{m}{arrows[direction(m)]} · {s}" for a, m, s in
                      zip(agg["attack"], agg["metric"], agg["stage"])]
@@ -172,8 +195,14 @@ def leaderboard(df, stages=("pre", "post"), attack: str | None = None):
         c for _, c in sorted(zip(
             [(list(dict.fromkeys(df["attack"])).index(a), m, stage_order(s)) for a, m, s in
              zip(agg["attack"], agg["metric"], agg["stage"])], agg["column"]))))
-    wide = agg.pivot_table(index=index, columns="column", values="text", aggfunc="first")
-    wide = wide.reindex(columns=order_cols)
+    if numeric:
+        parts = {v: agg.pivot_table(index=index, columns="column", values=v, aggfunc="first")
+                 for v in ("mean", "lo", "hi")}
+        wide = parts["mean"].join([parts["lo"].add_suffix(" lo"), parts["hi"].add_suffix(" hi")])
+        wide = wide.reindex(columns=[f"{c}{x}" for c in order_cols for x in ("", " lo", " hi")])
+    else:
+        wide = agg.pivot_table(index=index, columns="column", values="text", aggfunc="first")
+        wide = wide.reindex(columns=order_cols)
     wide.columns.name = None  # the pivot's "column" label would print as a stray header cell
     wide = wide.reset_index()
     if agg["seeds"].max() > 1:  # rows may mix seed counts (a t interval over seeds vs one seed's bootstrap)
@@ -182,7 +211,9 @@ def leaderboard(df, stages=("pre", "post"), attack: str | None = None):
         wide.insert(len(index), "seeds", wide.pop("seeds").astype(int))
     wide["_m"] = wide["method"].map(order_methods.index)
     wide = wide.sort_values([*index[:-1], "_m"]).drop(columns="_m")
-    return wide.fillna("–").reset_index(drop=True)
+    wide = (wide if numeric else wide.fillna("–")).reset_index(drop=True)
+    wide.attrs["note"] = CLIPPED_NOTE if agg["clipped"].any() and not numeric else ""
+    return wide
 
 
 def render(frame, fmt_name: str, title: str = "") -> str:
@@ -194,23 +225,51 @@ def render(frame, fmt_name: str, title: str = "") -> str:
         lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
         return "\n".join(lines) + "\n"
     if fmt_name == "latex":
-        return frame.to_latex(index=False, escape=True)
+        return latex(frame.to_latex(index=False, escape=True))
     if fmt_name == "html":
         return frame.to_html(index=False, border=0, classes="leaderboard")
     if fmt_name == "rich":
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=title or None)
-        for c in frame.columns:
-            table.add_column(str(c), justify="left" if c in ("model", "concept", "method") else "right")
-        for row in frame.itertuples(index=False):
-            table.add_row(*(_cell(v) for v in row))
-        console = Console(width=max(120, 24 * len(frame.columns)), record=True)
+        width = shutil.get_terminal_size((120, 24)).columns  # $COLUMNS, else the terminal's
+        console = Console(width=width, record=True)
+        keys = [c for c in frame.columns if c in ("model", "concept", "method", "seeds")]
         with console.capture() as cap:
-            console.print(table)
+            for part in _column_chunks(frame, keys, width):  # a table too wide for the terminal: in parts
+                table = Table(title=title or None)
+                for c in keys + part:
+                    table.add_column(str(c), justify="left" if c in ("model", "concept", "method") else "right")
+                for row in frame[keys + part].itertuples(index=False):
+                    table.add_row(*(_cell(v) for v in row))
+                console.print(table)
         return cap.get()
     raise UserError(f"--format {fmt_name!r}: expected rich, md, csv, latex or html")
+
+
+# what pandas' LaTeX escaping leaves as Unicode, which pdflatex cannot typeset without extra packages
+LATEX = {"↑": r"$\uparrow$", "↓": r"$\downarrow$", "·": r"$\cdot$", "±": r"$\pm$", "–": "--", "×": r"$\times$",
+         "θ": r"$\theta$", "η": r"$\eta$", "ζ": r"$\zeta$", "γ": r"$\gamma$", "τ": r"$\tau$"}
+
+
+def latex(text: str) -> str:
+    """pandas' escaped LaTeX with the table's symbols as LaTeX commands (accented letters compile as UTF-8)."""
+    return "".join(LATEX.get(ch, ch) for ch in text)
+
+
+def _column_chunks(frame, keys: list, width: int) -> list[list]:
+    """The value columns in consecutive groups that each fit ``width`` beside the ``keys`` columns, every
+    column at least as wide as its longest cell and longest header word (rich wraps headers at spaces)."""
+    def need(c) -> int:
+        return max([len(_cell(v)) for v in frame[c]] + [len(w) for w in str(c).split()]) + 3  # padding, border
+
+    room = width - 1 - sum(need(c) for c in keys)
+    chunks: list[list] = [[]]
+    for c in [c for c in frame.columns if c not in keys]:
+        if chunks[-1] and sum(map(need, chunks[-1])) + need(c) > room:
+            chunks.append([])
+        chunks[-1].append(c)
+    return chunks
 
 
 def _cell(v) -> str:

@@ -44,8 +44,9 @@ def tiny_model(seed: int = 0, resolution: int = 16, device="cpu") -> Model:
     text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=64,
                                                 num_hidden_layers=1, num_attention_heads=4,
                                                 max_position_embeddings=77))
+    # steps_offset=1 as SD's and the toy's configs: diffusers warns about (and overrides) any other value
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                              beta_end=0.012, clip_sample=False)
+                              beta_end=0.012, clip_sample=False, steps_offset=1)
     return _assemble("tiny", unet, text_encoder, sd_tokenizer(), vae, scheduler, "toy", f"tiny-{seed}",
                      device, torch.float32)
 
