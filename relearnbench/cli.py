@@ -337,7 +337,11 @@ def report(run_dir, out, plugins, debug):
               help="--stage post after a LoRA attack: merge it into the UNet, or write it beside the pipeline.")
 @_plugins
 def export(run_dir, out, cell, model, concept, method, attack, seed, stage, lora, plugins, debug):
-    """Write a cell's model as a diffusers pipeline folder with a model card (README.md)."""
+    """Write a cell's model as a diffusers pipeline folder with a model card (README.md).
+
+    \b
+    Example: relearnbench export runs/quick-1a2b3c4d --cell toy/triangle/esd/ft/0 --stage post --out /tmp/esd-ft
+    """
     from relearnbench.export import export as write, parse_cell
 
     _load_plugins(plugins)
@@ -355,7 +359,11 @@ def export(run_dir, out, cell, model, concept, method, attack, seed, stage, lora
               help="Move bad files to artifacts/corrupt/ and mark the cells that used them for recompute.")
 @click.option("--debug", is_flag=True, help="Show Python tracebacks.")
 def verify(run_dir, repair, debug):
-    """Check RUN_DIR: the database's integrity, every artifact's sha256, every finished cell's artifacts."""
+    """Check RUN_DIR: the database's integrity, every artifact's sha256, every finished cell's artifacts.
+
+    \b
+    Example: relearnbench verify runs/quick-1a2b3c4d --repair
+    """
     from relearnbench.verify import verify as check
 
     report = check(run_dir, repair=repair)
