@@ -32,17 +32,20 @@ def register_all():
     ATTACKS.register("unlearndiffatk", f"{A}.unlearndiffatk:UnlearnDiffAtk",
                      description="adversarial prefix tokens against the victim's denoising loss (Zhang et al. 2024)")
     ATTACKS.register("ci", f"{A}.ci:ConceptInversion", description="concept inversion: textual inversion through the erased model")
-    # probes (Lu et al. 2025): no training, no prompt search; each with its benign-source control
-    ATTACKS.register("noising", f"{A}.noising:Noising", description="noising: extra Gaussian noise at every sampling step (Lu et al. 2025)")
-    ATTACKS.register("noising_benign", f"{A}.noising:Noising", preset={"prompts": "benign"},
+    # probes (Lu et al. 2025): no training, no prompt search; each with its control; axis: what N in post@N is
+    eta, strength, side = ("noising η (per mille)", "completion strength (per mille; t_start = its share of the DDIM steps)",
+                           "inpaint mask side (per mille of the image side)")
+    ATTACKS.register("noising", f"{A}.noising:Noising", axis=eta,
+                     description="noising: extra Gaussian noise at every sampling step (Lu et al. 2025)")
+    ATTACKS.register("noising_benign", f"{A}.noising:Noising", preset={"prompts": "benign"}, axis=eta,
                      description="control of noising: the same noise while sampling the attacker's benign prompts")
-    ATTACKS.register("completion", f"{A}.completion:Completion",
+    ATTACKS.register("completion", f"{A}.completion:Completion", axis=strength,
                      description="diffusion completion: the unlearned model denoises a noised image of the concept (Lu et al. 2025)")
-    ATTACKS.register("completion_benign", f"{A}.completion:Completion", preset={"source": "benign"},
+    ATTACKS.register("completion_benign", f"{A}.completion:Completion", preset={"source": "benign"}, axis=strength,
                      description="control of completion: benign images noised, denoised from the forget prompts")
-    ATTACKS.register("inpaint", f"{A}.inpaint:Inpaint",
+    ATTACKS.register("inpaint", f"{A}.inpaint:Inpaint", axis=side,
                      description="inpainting: the unlearned model fills a masked centre of an image of the concept (Lu et al. 2025)")
-    ATTACKS.register("inpaint_benign", f"{A}.inpaint:Inpaint", preset={"source": "benign"},
+    ATTACKS.register("inpaint_benign", f"{A}.inpaint:Inpaint", preset={"source": "benign"}, axis=side,
                      description="control of inpaint: benign images masked, filled from the forget prompts")
 
     # -- metrics (direction and aggregation live here so tables need no import) ----------------

@@ -32,7 +32,7 @@ def curve_plots(df, out: pathlib.Path, metric: str = "asr") -> list[tuple[str, s
             ax.plot(s["step"], s["mean"], marker="o", label=method)
             if (s["count"] > 1).any():
                 ax.fill_between(s["step"], s["mean"] - s["std"].fillna(0), s["mean"] + s["std"].fillna(0), alpha=0.15)
-        ax.set_xlabel(f"{attack} steps")
+        ax.set_xlabel(_axis(attack))
         ax.set_ylabel(f"{metric} (%)" if metric == "asr" else metric)
         ax.set_title(f"{concept}: relearning under {attack}")
         ax.grid(alpha=0.3)
@@ -43,6 +43,13 @@ def curve_plots(df, out: pathlib.Path, metric: str = "asr") -> list[tuple[str, s
         plt.close(fig)
         plots.append((f"{concept} · {attack}", name))
     return plots
+
+
+def _axis(attack: str) -> str:
+    """What N in post@N counts: an attack's registered ``axis`` (a probe's strength), else its steps."""
+    from relearnbench.registry import ATTACKS
+
+    return ATTACKS.meta(attack).get("axis", f"{attack} steps") if attack in ATTACKS else f"{attack} steps"
 
 
 def image_sheets(df, run_dir: pathlib.Path, out: pathlib.Path) -> list[dict]:
