@@ -153,6 +153,7 @@ def execute(spec, run_dir: pathlib.Path, retry_failed=False, quiet=False, keep_c
     if not keep_changed:
         check_finished(spec, store)
     store.set_meta("spec", spec_dict(spec))
+    store.set_meta("command", "relearnbench " + " ".join(sys.argv[1:]))  # for the report's provenance
     if spec.executor == "ray":
         from relearnbench.ray_executor import run_ray
 
@@ -221,7 +222,7 @@ def _print_table(run_dirs, fmt, long, stages, timing, metrics=None, prompts=Fals
         click.echo(T.render(T.long_table(df, timing), fmt), nl=False)
         return
     stages = None if stages == "all" else tuple(s.strip() for s in stages.split(","))
-    unknown = [s for s in stages or () if s not in set(df["stage"])]
+    unknown = [s for s in stages or () if s not in set(df["stage"])] if len(df) else []
     if unknown:
         raise UserError(f"--stages {unknown[0]}: no such stage in {', '.join(run_dirs)}; it has "
                         f"{', '.join(sorted(set(df['stage']), key=T.stage_order))} (or --stages all)")

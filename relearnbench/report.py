@@ -28,11 +28,18 @@ def curve_plots(df, out: pathlib.Path, metric: str = "asr") -> list[tuple[str, s
             continue
         fig, ax = plt.subplots(figsize=(5, 3.4), dpi=110)
         for method, m in g.groupby("method", sort=False):
-            s = m.groupby("step")["value"].agg(["mean", "std", "count"]).reset_index()
-            ax.plot(s["step"], s["mean"], marker="o", label=method)
-            if (s["count"] > 1).any():
-                ax.fill_between(s["step"], s["mean"] - s["std"].fillna(0), s["mean"] + s["std"].fillna(0), alpha=0.15)
-        ax.set_xlabel(_axis(attack))
+            steps = sorted(m["step"].unique())
+            stats = [T.t_interval(m[m["step"] == s]["value"].astype(float).tolist()) for s in steps]
+            mean = [x for x, _ in stats]
+            line, = ax.plot(steps, mean, marker="o", label=method)
+            if m.groupby("step")["seed"].nunique().max() > 1:  # the 95 % t interval over seeds, clipped to bounds
+                low, high = T.bounds(metric)
+                ax.fill_between(steps, [max(x - h, low) for x, h in stats], [min(x + h, high) for x, h in stats],
+                                color=line.get_color(), alpha=0.15, linewidth=0)
+        # early steps are where a tiny model relearns: linear up to the first step after 0, logarithmic after
+        first = min([s for s in g["step"].unique() if s > 0], default=1)
+        ax.set_xscale("symlog", linthresh=first)
+        ax.set_xlabel(f"{_axis(attack)} (linear to {first}, then log)")
         ax.set_ylabel(f"{metric} (%)" if metric == "asr" else metric)
         ax.set_title(f"{concept}: relearning under {attack}")
         ax.grid(alpha=0.3)
@@ -73,9 +80,60 @@ def image_sheets(df, run_dir: pathlib.Path, out: pathlib.Path) -> list[dict]:
     return cells
 
 
+def metric_notes(df) -> str:
+    """Every metric in the run, with its direction and registered description."""
+    from relearnbench.registry import METRICS
+
+    items = []
+    for m in sorted({m.split(".")[0] for m in df["metric"]}):
+        known = m in METRICS
+        arrow = {True: "↑ higher is better", False: "↓ lower is better", None: ""}[T.direction(m)]
+        parts = sorted(x for x in set(df["metric"]) if x.startswith(m + "."))
+        items.append(f"<li><b>{html.escape(m)}</b> {arrow}: "
+                     f"{html.escape(METRICS.description(m) if known else '(not registered here)')}"
+                     + (f" (reported as {html.escape(', '.join(parts))})" if parts else "") + "</li>")
+    return "<h2>Metrics</h2><ul>" + "".join(items) + "</ul>"
+
+
+def provenance(run: pathlib.Path, cells) -> str:
+    """The command, seeds, the resolved settings of each method and attack (preset or --set), versions."""
+    from relearnbench.store import Store
+
+    store = Store(run, create=False)
+    command, spec = store.get_meta("command", "(not recorded: a run made before 2026-12-02)"), store.get_meta("spec", {})
+    store.close()
+    rows = [("command", command), ("seeds", ", ".join(map(str, spec.get("seeds", [])))),
+            ("device, dtype", f"{spec.get('device', '')}, {spec.get('dtype', '')}"),
+            ("--set", json.dumps(spec.get("sets", {})) or "{}")]
+    done = cells[cells["status"] == "done"]
+    if len(done):
+        rows.append(("versions", ", ".join(f"{k} {v}" for k, v in json.loads(done["versions"].iloc[0] or "{}").items())))
+        settings = {}
+        for c in done.itertuples():
+            config = json.loads(c.config or "{}")
+            for kind in ("method", "attack"):
+                name = getattr(c, kind)
+                settings.setdefault(f"{kind} {name}", json.dumps(config.get(kind, {}).get("config", {}), default=str))
+        rows += sorted(settings.items())
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td><code>{html.escape(str(v))}</code></td></tr>" for k, v in rows)
+    return ("<h2>Provenance</h2><p>Settings as resolved from the plugin defaults, the preset of the model's scale "
+            "and <code>--set</code> (<code>relearnbench show NAME</code> lists each key's source values).</p>"
+            f"<table class='provenance'>{body}</table>")
+
+
+def failed_cells(cells) -> str:
+    failed = cells[cells["status"] == "failed"]
+    if failed.empty:
+        return ""
+    rows = "".join(f"<li><code>{html.escape('/'.join(map(str, (c.model, c.concept, c.method, c.attack, c.seed))))}"
+                   f"</code>: {html.escape(str(c.error))}</li>" for c in failed.itertuples())
+    return (f"<h2>Failed cells ({len(failed)})</h2><p>Not in the tables above; "
+            f"<code>relearnbench table --failed --traceback</code> shows why.</p><ul>{rows}</ul>")
+
+
 def write_report(run_dir: str, out: str | None = None) -> pathlib.Path:
     run = pathlib.Path(run_dir)
-    df, _ = T.load([str(run)])
+    df, cells_frame = T.load([str(run)])
     dest = pathlib.Path(out) if out else run / "report"
     dest.mkdir(parents=True, exist_ok=True)
     board = "".join(f"<h3>attack: {html.escape(a)}</h3>" + T.render(T.leaderboard(df, attack=a), "html")
@@ -92,7 +150,7 @@ def write_report(run_dir: str, out: str | None = None) -> pathlib.Path:
              "<p>ASR: share of forget-prompt images the concept's judge flags (%, ↓ better for the defender). "
              "<code>pre</code>: the unlearned model before the attack; <code>post</code>: after it. "
              "Intervals: 95 % (bootstrap over prompts for one seed, t over seeds for several).</p>",
-             "<h2>Leaderboard</h2>", board]
+             "<h2>Leaderboard</h2>", board, metric_notes(df), failed_cells(cells_frame)]
     if plots:
         parts.append("<h2>Relearning curves</h2>")
         parts += [f"<figure><img src='{n}' alt='{html.escape(t)}'><figcaption>{html.escape(t)}</figcaption></figure>"
@@ -108,7 +166,7 @@ def write_report(run_dir: str, out: str | None = None) -> pathlib.Path:
                          f"<figure><img class='sheet' src='{c['after']}'><figcaption>after "
                          f"({html.escape(c['after_stage'])})</figcaption></figure></div>")
         parts.append("</div>")
-    parts.append("</body></html>")
+    parts += [provenance(run, cells_frame), "</body></html>"]
     page = dest / "index.html"
     page.write_text("\n".join(parts))
     return page

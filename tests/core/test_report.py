@@ -49,3 +49,18 @@ def test_curve_plot_one_line_per_method(tmp_path):
     plots = curve_plots(pd.DataFrame(rows), tmp_path)
     assert plots == [("triangle · ft", "curve-triangle-ft.png")]
     assert (tmp_path / "curve-triangle-ft.png").stat().st_size > 5000
+
+
+def test_report_explains_metrics_lists_failed_cells_and_provenance(tmp_path, run_cli):
+    out = tmp_path / "run"
+    run_cli("run", "--methods", "dummy", "--attacks", "dummy", "--metrics", "dummy", "--concepts", "triangle",
+            "--seeds", "0,1", "--set", "dummy_attack.seconds=0.0", "--out", out, check=True)
+    run_cli("run", "--methods", "dummy", "--attacks", "dummy", "--metrics", "dummy", "--concepts", "striped",
+            "--seeds", "0", "--set", "dummy.fail=true", "--out", tmp_path / "failed")
+    page = open(run_cli("report", out, check=True).stdout.strip()).read()
+    assert "<b>dummy</b> ↓ lower is better: deterministic fake score for harness tests (no torch)" in page
+    assert "relearnbench run --methods dummy --attacks dummy --metrics dummy --concepts triangle" in page
+    assert "<th>seeds</th><td><code>0, 1</code>" in page and "<th>versions</th><td><code>relearnbench " in page
+    assert "<th>method dummy</th>" in page and "Failed cells" not in page
+    failed = open(run_cli("report", tmp_path / "failed", check=True).stdout.strip()).read()
+    assert "<h2>Failed cells (1)</h2>" in failed and "dummy method failed on purpose" in failed
