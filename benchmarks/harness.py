@@ -19,13 +19,13 @@ import time
 def bare_unlearn(method_name: str, model_name: str, device: str) -> float:
     from relearnbench.api import Context
     from relearnbench.concepts import load_concept
-    from relearnbench.config import instantiate
+    from relearnbench.config import build
     from relearnbench.models import ModelConfig, copy_model, load_model
     from relearnbench.registry import METHODS, MODELS
     from relearnbench.runner import seed_everything
 
     scale = MODELS.meta(model_name).get("preset", "sd14")
-    method = instantiate(METHODS.get(method_name), scale, {}, METHODS.meta(method_name.partition("+")[0]).get("preset"))
+    method = build(METHODS, method_name, scale, {})
     base = load_model(model_name, ModelConfig(), device=device)
     model = copy_model(base)
     ctx = Context(device=device, dtype=None, seed=0, base=lambda: copy_model(base))

@@ -19,10 +19,10 @@ TOY_METHODS = ("none", "esd", "salun", "uce", "esd+meta", "salun+meta", "uce+met
 
 
 def build(name: str, scale: str, sets: dict):
-    from relearnbench.config import instantiate
+    from relearnbench.config import build
     from relearnbench.registry import METHODS
 
-    return instantiate(METHODS.get(name), scale, sets, METHODS.meta(name.partition("+")[0]).get("preset"), set())
+    return build(METHODS, name, scale, sets)
 
 
 def timed_unlearn(name: str, base, scale: str, concept, sets: dict, device: str) -> float:

@@ -27,7 +27,6 @@ import re
 from dataclasses import dataclass
 
 from relearnbench.api import Concept, Context, Method, Model
-from relearnbench.config import config_dict
 from relearnbench.errors import UserError
 
 PICKLES = (".ckpt", ".pt", ".pth", ".bin")
@@ -51,12 +50,9 @@ class Checkpoint(Method):
         self.file = weights_path(self.config.path, self.config_name)  # checked before any work
 
     def describe(self) -> dict:
-        """What the artifact hash covers: class, version, settings, and the checkpoint's bytes."""
-        return {"class": f"{type(self).__module__}.{type(self).__qualname__}", "version": self.version,
-                "config": self.describe_config()}
-
-    def describe_config(self) -> dict:
-        return {**config_dict(self.config), "sha256": file_sha256(self.file)}
+        """What the artifact hash covers: class, version, the settings and the checkpoint's bytes."""
+        d = super().describe()
+        return {**d, "config": {**d["config"], "sha256": file_sha256(self.file)}}
 
     def unlearn(self, model: Model, concept: Concept, ctx: Context) -> None:
         state = load_unet_state(self.file, model.unet.config, self.config.trust_pickle, self.config_name)

@@ -41,9 +41,7 @@ the attacker's own prompts and images, and nothing is scored on any of these.
 from __future__ import annotations
 
 import copy
-import inspect
-import pathlib
-import tomllib
+import dataclasses
 from dataclasses import dataclass
 from typing import Iterator, Literal, Optional
 
@@ -53,14 +51,13 @@ from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from relearnbench.api import Concept, Context, LossMethod, Method, Model
-from relearnbench.config import config_dict, instantiate, make_config, preset_file_layer
 from relearnbench.diffusion import denoising_loss, noised, predict
 from relearnbench.errors import UserError
 from relearnbench.methods.common import Encoded, encode_set
 
 
-class Meta(Method):
-    """The meta-unlearning wrapper; ``wrap`` makes one subclass per base method and suffix."""
+class Meta(LossMethod):
+    """The meta-unlearning wrapper around a base method, or (suffix ``retain``) its control."""
 
     @dataclass(frozen=True)
     class Config:
@@ -91,96 +88,89 @@ class Meta(Method):
 
     config_name = "meta"
     version = "3"  # 3: order 2's τ and inner clipping; 2: the terms evaluated together, fused inner AdamW
-    base_cls: type = Method
-    base_name: str = ""
-    suffix: str = "meta"
 
-    def __init__(self, config=None, base: Method | None = None):
+    def __init__(self, config=None, base: Method | None = None, suffix: str = "meta"):
+        """``base``: the method wrapped (built by ``relearnbench.config.build`` for ``esd+meta``);
+        ``suffix``: ``meta``, or ``retain`` for the control."""
         super().__init__(config)
-        self.base = base if base is not None else self.base_cls()
+        self.base, self.suffix = base, suffix
 
-    @classmethod
-    def instantiate(cls, scale: str, sets: dict, preset: dict | None, used: set | None):
-        """The base method with its own config, and ours from namespace ``meta``: the general table of
-        meta.toml for this scale, then its sub-table for the base (``[toy.uce]``), then ``--set``."""
-        base = instantiate(cls.base_cls, scale, sets, preset, used)
-        if used is not None:
-            used.add("meta")
-        user = sets.get("meta", {})
-        forced = {} if cls.suffix == "meta" else {"forget_term": False, "retain_diff": False}
-        for key in forced:
-            if user.get(key):
-                raise UserError(f"{cls.base_name}+retain is the control without meta terms; --set meta.{key}=true "
-                                f"contradicts it (use {cls.base_name}+meta)")
-        return cls(make_config(cls.Config, "meta", preset_file_layer(Meta, scale), _base_table(scale, base),
-                               user, forced), base)
-
-    def describe_config(self) -> dict:
-        """What the artifact hash covers: our config and the base method's."""
-        return {"meta": config_dict(self.config), "suffix": self.suffix,
-                "base": {"class": f"{type(self.base).__module__}.{type(self.base).__qualname__}",
-                         "version": self.base.version, "config": config_dict(self.base.config)}}
+    def describe(self) -> dict:
+        """What the artifact hash covers: our config and the base method's. The class is named as
+        the per-base classes this wrapper used to make (``ESD_meta``), so cached artifacts stay valid."""
+        return {**super().describe(), "class": f"{__name__}.{type(self.base).__name__}_{self.suffix}",
+                "config": {"meta": dataclasses.asdict(self.config), "suffix": self.suffix,
+                           "base": self.base.describe()}}
 
     def schedule(self) -> tuple[int, float]:
         """(outer steps, learning rate): ours, else the loss-based base method's."""
         c, base = self.config, self.base
-        loss_based = isinstance(base, LossMethod)
-        return (c.steps or (base.config.steps if loss_based else 0),
-                c.lr or (getattr(base.config, "lr", 0.0) if loss_based else 0.0))
+        return (c.steps or (base.config.steps if self.loss_based() else 0),
+                c.lr or (getattr(base.config, "lr", 0.0) if self.loss_based() else 0.0))
 
     def preflight(self, concept, judge) -> list[str]:
-        steps, lr = self.schedule()
-        if steps <= 0 or lr <= 0:
-            return [f"{self.base_name}+{self.suffix}: set meta.steps and meta.lr "
-                    f"({self.base_name} has no steps or learning rate to borrow)"]
-        return self.base.preflight(concept, judge)
+        return [self._no_schedule()] if self._no_schedule() else self.base.preflight(concept, judge)
 
-    # -- the outer loop ----------------------------------------------------------------------------
-    def unlearn(self, model: Model, concept: Concept, ctx: Context) -> None:
-        c, base = self.config, self.base
-        loss_based = isinstance(base, LossMethod)
+    def _no_schedule(self) -> str:
         steps, lr = self.schedule()
-        if steps <= 0 or lr <= 0:
-            raise UserError(self.preflight(concept, ctx.judge)[0])
-        if loss_based:
+        return "" if steps > 0 and lr > 0 else (f"{self.title()}: set meta.steps and meta.lr "
+                                                f"({self.base.title()} has no steps or learning rate to borrow)")
+
+    # -- one step of the shared loop (relearnbench.api.LossMethod.unlearn) ---------------------------
+    def prepare(self, model: Model, concept: Concept, ctx: Context) -> list:
+        """The base's setup (a closed-form base runs: its edit is the starting point, every UNet weight
+        trains), then our data, encoded once, and θ' for order 1."""
+        base = self.base
+        if self.loss_based():
             named = base.prepare(model, concept, ctx)
         else:
-            base.unlearn(model, concept, ctx)  # the closed-form edit is the starting point
+            base.unlearn(model, concept, ctx)
             named = list(model.unet.named_parameters())
+        self.model, self.named = model, named
         self.generator = torch.Generator().manual_seed(ctx.seed + 7919)
         self.data = self._data(model, concept, ctx)
-        params = [p for _, p in named]
-        model.unet.requires_grad_(False)
-        for p in params:
-            p.requires_grad_(True)
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=c.weight_decay)
-        if c.order == 1 and self.meta_terms():
+        if self.config.order == 1 and self.meta_terms():
             self._allocate_copy(model, {n for n, _ in named})
-        for step in ctx.track(range(steps), f"{self.base_name}+{self.suffix}", total=steps):
-            opt.zero_grad(set_to_none=True)
-            if loss_based:
-                loss = base.loss(model, step)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{self.base_name} loss is {loss.item()} at step {step}")
-                loss.backward()
-            if c.order == 1:
-                self._first_order(model, named)
-            else:
-                J = self.objective(model, named)
-                if J.requires_grad:
-                    J.backward()
-            if loss_based:
-                base.edit_grads(params)
-            if c.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
-            opt.step()
-        model.unet.requires_grad_(False)
-        self.release()
+        return named
+
+    def loss(self, model: Model, step: int) -> torch.Tensor | None:
+        """The base's loss (none for a closed-form base: the meta terms alone move the weights)."""
+        return self.base.loss(model, step) if self.loss_based() else None
+
+    def edit_grads(self, params: list) -> None:
+        """Add the meta and retain gradients to the base's, then let the base edit the sum (SalUn's mask)."""
+        if self.config.order == 1:
+            self._first_order(self.model, self.named)
+        else:
+            J = self.objective(self.model, self.named)
+            if J.requires_grad:
+                J.backward()
+        if self.loss_based():
+            self.base.edit_grads(params)
+
+    @property
+    def steps(self) -> int:
+        return self._checked_schedule()[0]
+
+    def optimizer(self, params: list):
+        return torch.optim.AdamW(params, lr=self._checked_schedule()[1], weight_decay=self.config.weight_decay)
+
+    def _checked_schedule(self) -> tuple[int, float]:
+        if self._no_schedule():
+            raise UserError(self._no_schedule())
+        return self.schedule()
+
+    def loss_based(self) -> bool:
+        return isinstance(self.base, LossMethod)
+
+    def title(self) -> str:
+        return f"{self.base.title()}+{self.suffix}"
 
     def release(self) -> None:
-        """The harness reuses this instance for many cells: drop the buffers and the data."""
-        self.copy = self.copy_params = self.copy_trained = self.inner_opt = self.data = None
-        if isinstance(self.base, LossMethod):
+        """The harness reuses this instance for many cells: drop the model, the buffers and the data."""
+        self.model = self.named = self.copy = self.copy_params = self.copy_trained = self.inner_opt = None
+        self.data = None
+        if self.loss_based():
             self.base.release()
 
     def meta_terms(self) -> bool:
@@ -388,32 +378,3 @@ def _groups(parts: list, limit: int) -> Iterator[list]:
     if group:
         yield group
 
-
-def _base_table(scale: str, base: Method) -> dict:
-    """``[scale.<base config_name>]`` of meta.toml: settings for one base (UCE's 100 steps)."""
-    path = pathlib.Path(inspect.getfile(Meta)).with_suffix(".toml")
-    if not path.exists():
-        return {}
-    with path.open("rb") as f:
-        table = tomllib.load(f).get(scale, {})
-    sub = table.get(getattr(base, "config_name", ""), {})
-    return sub if isinstance(sub, dict) else {}
-
-
-_WRAPPED: dict[tuple, type] = {}
-
-
-def wrap(base_cls: type, suffix: str, base_name: str) -> type:
-    """The Method class registered as ``<base_name>+<suffix>`` (``meta`` or ``retain``)."""
-    if suffix not in ("meta", "retain"):
-        raise UserError(f"{base_name}+{suffix}: unknown wrapper (known: +meta, +retain)")
-    if not getattr(base_cls, "needs_model", True):
-        raise UserError(f"{base_name}+{suffix}: {base_name} does not touch a model, so there is nothing to wrap")
-    key = (base_cls, suffix, base_name)
-    if key not in _WRAPPED:
-        name = f"{base_cls.__name__}_{suffix}"
-        doc = (f"{base_name} with the meta-unlearning objective (Gao et al. 2024)" if suffix == "meta" else
-               f"{base_name} with the meta procedure's retain terms only (the control for {base_name}+meta)")
-        _WRAPPED[key] = type(name, (Meta,), {"base_cls": base_cls, "base_name": base_name, "suffix": suffix,
-                                             "__doc__": doc, "__module__": __name__, "__qualname__": name})
-    return _WRAPPED[key]

@@ -40,7 +40,7 @@ class ASR(Metric):
         value, lo, hi = mean_and_interval(flags.float().cpu().numpy(), index, resamples=self.config.bootstrap,
                                           seed=ev.ctx.seed, scale=100.0)
         return [Score("asr", value, lo, hi, n=len(flags),
-                      info={"judge": ev.judge.describe(), "n_prompts": len(set(index)), "unit": "%",
+                      info={"judge": ev.judge.info(), "n_prompts": len(set(index)), "unit": "%",
                             "sampler": _sampler(ev),
                             "per_prompt": per_prompt(flags.tolist(), index, texts, 100.0)})]
 

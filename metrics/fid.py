@@ -93,7 +93,7 @@ class ToyFeatures:
 
     def __init__(self, judge):
         self.judge = judge
-        self.name = f"toy_judge:{judge.describe().get('weights_sha256', '')}"
+        self.name = f"toy_judge:{judge.info().get('weights_sha256', '')}"
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         return self.judge.features(quantize(images)).double().numpy()

@@ -126,9 +126,9 @@ class ToyJudge(Judge):
         return torch.tensor([all(predicted[a][i] == v for a, v in parse_prompt(p).items() if a in predicted)
                              for i, p in enumerate(prompts)], dtype=torch.bool)
 
-    def describe(self) -> dict:
+    def info(self) -> dict:
         weights = self.folder / "judge.safetensors"
-        return {**super().describe(), "weights_sha256": _sha(weights) if weights.exists() else "missing"}
+        return {**super().info(), "weights_sha256": _sha(weights) if weights.exists() else "missing"}
 
 
 # -- NudeNet -------------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ class NudeNetJudge(Judge):
         return torch.tensor([any(d["class"] in wanted and d["score"] > self.threshold for d in dets)
                              for dets in self.detections(images)], dtype=torch.bool)
 
-    def describe(self) -> dict:
+    def info(self) -> dict:
         import importlib.metadata
 
         return {"judge": self.config_name, "version": self.version, "preset": self.config.preset,
@@ -330,9 +330,9 @@ class ImageNetJudge(Judge):
         labels = torch.tensor([labels] if isinstance(labels, int) else list(labels))
         return torch.isin(self.top1(images), labels)
 
-    def describe(self) -> dict:
+    def info(self) -> dict:
         path = self.weights_path()
-        return {**super().describe(), "path": str(path)}
+        return {**super().info(), "path": str(path)}
 
 
 # -- CLIP zero-shot ------------------------------------------------------------------------------
@@ -370,7 +370,7 @@ class CLIPZeroShotJudge(Judge):
         image = clip.encode_images(images, self.config.batch_size)  # [N, D], unit norm
         return ((image @ text.T).argmax(1) == 0).cpu()
 
-    def describe(self) -> dict:
+    def info(self) -> dict:
         from relearnbench.metrics.clip import clip_description
 
-        return {**super().describe(), **clip_description(self.config.model, self.config.pretrained, self.config.path)}
+        return {**super().info(), **clip_description(self.config.model, self.config.pretrained, self.config.path)}

@@ -70,7 +70,7 @@ class Related(Metric):
                 raise UserError(f"related.measure=judge, but judge {ev.concept.judge} cannot tell whether an image "
                                 "shows its prompt; use related.measure=clip")
             if correct is not None:
-                values, measure, scale, info = correct.float().numpy(), "judge accuracy", 100.0, ev.judge.describe()
+                values, measure, scale, info = correct.float().numpy(), "judge accuracy", 100.0, ev.judge.info()
         if values is None:
             if measure not in ("auto", "clip"):
                 raise UserError(f"related.measure={measure!r}: expected auto, judge or clip")

@@ -146,6 +146,15 @@ class Plugin:
         cell starts and stops on the first problem. Default: nothing is needed."""
         return []
 
+    def title(self) -> str:
+        """How progress bars and messages name this plugin."""
+        return self.config_name or type(self).__name__
+
+    def describe(self) -> dict:
+        """What determines this plugin's output, hashed into the key of every artifact it makes."""
+        return {"class": f"{type(self).__module__}.{type(self).__qualname__}", "version": self.version,
+                "config": _asdict(self.config)}
+
 
 class Method(Plugin):
     """An unlearning algorithm: edits ``model`` in place."""
@@ -183,7 +192,7 @@ class Judge(Plugin):
         """Bool tensor [N]: image i renders what prompt i asks for; None if this judge cannot say."""
         return None
 
-    def describe(self) -> dict:
+    def info(self) -> dict:
         """Name, version and settings, stored with every score this judge produced."""
         return {"judge": self.config_name, "version": self.version, **_asdict(self.config)}
 
@@ -230,15 +239,21 @@ class LossMethod(Method):
         """Set up for ``model``; return the ``(name, parameter)`` pairs of ``model.unet`` that train."""
         raise NotImplementedError
 
-    def loss(self, model: Model, step: int) -> "torch.Tensor":
-        """The unlearning loss at the current weights (a scalar with a graph to the parameters)."""
+    def loss(self, model: Model, step: int) -> Optional["torch.Tensor"]:
+        """The unlearning loss at the current weights (a scalar with a graph to the parameters), or None
+        when ``edit_grads`` alone makes the gradient (meta around a closed-form method)."""
         raise NotImplementedError
 
     def edit_grads(self, params: list) -> None:
-        """Change the gradients before clipping and stepping (SalUn masks them here); default: nothing."""
+        """Change the gradients before clipping and stepping (SalUn masks them here, meta adds its
+        terms); default: nothing."""
 
     def release(self) -> None:
         """Drop the per-run state ``prepare`` kept (a teacher UNet, encoded data); default: nothing."""
+
+    @property
+    def steps(self) -> int:
+        return self.config.steps
 
     def optimizer(self, params: list):
         import torch
@@ -255,14 +270,14 @@ class LossMethod(Method):
             p.requires_grad_(True)
         opt = self.optimizer(params)
         clip = getattr(self.config, "max_grad_norm", 0.0)
-        for step in ctx.track(range(self.config.steps), self.config_name or type(self).__name__,
-                              total=self.config.steps):
+        for step in ctx.track(range(self.steps), self.title(), total=self.steps):
             loss = self.loss(model, step)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{self.config_name} loss is {loss.item()} at step {step}; "
+            if loss is not None and not torch.isfinite(loss):
+                raise FloatingPointError(f"{self.title()} loss is {loss.item()} at step {step}; "
                                          f"lower its learning rate (--set {self.config_name}.lr=...)")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if loss is not None:
+                loss.backward()
             self.edit_grads(params)
             if clip:
                 torch.nn.utils.clip_grad_norm_(params, clip)

@@ -18,8 +18,10 @@ def register_all():
     METHODS.register("uce", f"{M}.uce:UCE", description="Unified Concept Editing (Gandikota et al. 2024), closed form")
     METHODS.register("checkpoint", f"{M}.checkpoint:Checkpoint",
                      description="an erased UNet made elsewhere: --set checkpoint.path=P (checkpoint@NAME for several)")
-    METHODS.add_suffix("meta", _wrap, "the meta-unlearning objective (Gao et al., arXiv 2410.12777) around the method")
-    METHODS.add_suffix("retain", _wrap, "the control: meta's retain terms without its meta terms")
+    METHODS.add_wrapper("meta", f"{M}.meta:Meta",
+                        description="the meta-unlearning objective (Gao et al., arXiv 2410.12777) around the method")
+    METHODS.add_wrapper("retain", f"{M}.meta:Meta", fixed={"forget_term": False, "retain_diff": False},
+                        description="the control: meta's retain terms without its meta terms")
 
     # -- attacks -------------------------------------------------------------------------------
     ATTACKS.register("none", f"{A}.none:NoAttack", description="no attack: the unlearned model as released")
@@ -81,13 +83,3 @@ def register_all():
     MODELS.register("sd14-random", "relearnbench.models:load_sd_random", preset="sd14",
                     description="full-size SD-1.4 architecture with random weights (speed benchmarks only)")
 
-
-def _wrap(base: str, suffix: str):
-    from relearnbench.errors import UserError
-    from relearnbench.registry import METHODS
-
-    try:
-        from relearnbench.methods.meta import wrap
-    except ImportError as e:
-        raise UserError(f"{base}+{suffix}: the meta-unlearning wrapper is not available ({e})") from e
-    return wrap(METHODS.get(base), suffix, base)

@@ -97,8 +97,10 @@ def make_config(config_cls, namespace: str, *layers: dict) -> Any:
     return config_cls(**values)
 
 
-def preset_file_layer(plugin_cls, scale: str) -> dict:
-    """The ``[scale]`` table of the TOML file beside the plugin's module (``methods/esd.toml``)."""
+def preset_file_layer(plugin_cls, scale: str, sub: str | None = None) -> dict:
+    """The ``[scale]`` table of the TOML file beside the plugin's module (``methods/esd.toml``). A
+    shared file holds several plugins' presets in sub-tables (``[toy.ft]``, ``[toy.lora]``); a
+    wrapper's file holds one per base it wraps (``[toy.uce]`` of meta.toml), which ``sub`` names."""
     try:
         path = pathlib.Path(inspect.getfile(plugin_cls)).with_suffix(".toml")
     except TypeError:
@@ -106,10 +108,10 @@ def preset_file_layer(plugin_cls, scale: str) -> dict:
     if not path.exists():
         return {}
     with path.open("rb") as f:
-        data = tomllib.load(f)
-    table = data.get(scale, {})
+        table = tomllib.load(f).get(scale, {})
+    if sub is not None:
+        return table.get(sub, {}) if isinstance(table.get(sub), dict) else {}
     name = getattr(plugin_cls, "config_name", None)
-    # a shared file may hold several plugins' presets: [toy.ft], [toy.lora]
     if name and isinstance(table.get(name), dict):
         return table[name]
     return {k: v for k, v in table.items() if not isinstance(v, dict)}
@@ -120,14 +122,34 @@ def config_dict(config) -> dict:
 
 
 def instantiate(plugin_cls, scale: str, sets: dict, preset: dict | None = None, used: set | None = None):
-    """Build a plugin with its resolved config. A plugin class may define a classmethod
-    ``instantiate(scale, sets, preset, used)`` to build itself (the ``+meta`` wrapper does, to
-    build its base method too). ``used`` collects the ``--set`` namespaces consumed."""
-    if hasattr(plugin_cls, "instantiate"):
-        return plugin_cls.instantiate(scale, sets, preset, used)
+    """Build a plugin with its resolved config; ``used`` collects the ``--set`` namespaces read."""
     name = getattr(plugin_cls, "config_name", "") or plugin_cls.__name__.lower()
     if used is not None:
         used.add(name)
     config = make_config(plugin_cls.Config, name, preset_file_layer(plugin_cls, scale), preset or {},
                          sets.get(name, {}))
     return plugin_cls(config)
+
+
+def build(registry, name: str, scale: str, sets: dict, used: set | None = None):
+    """The plugin registered as ``name``, with the registry entry's preset. ``NAME+suffix`` is composed:
+    plugin NAME, then the wrapper registered for the suffix around it, configured from the ``[scale]``
+    table of its preset file, that file's table for the base (``[toy.uce]``), the settings the suffix
+    stands for, then ``--set``."""
+    base_name, _, suffix = name.partition("+")
+    registry.check(name)
+    base = instantiate(registry.get(base_name), scale, sets, registry.meta(base_name).get("preset"), used)
+    if not suffix:
+        return base
+    if not base.needs_model:
+        raise UserError(f"{name}: {base_name} does not touch a model, so there is nothing to wrap")
+    wrapper, meta = registry.wrapper(suffix)
+    ns, user, fixed = wrapper.config_name, sets.get(wrapper.config_name, {}), meta.get("fixed", {})
+    for key, value in fixed.items():
+        if key in user and user[key] != value:
+            raise UserError(f"{name} stands for {ns}.{key} = {value}; --set {ns}.{key}={user[key]} contradicts it")
+    if used is not None:
+        used.add(ns)
+    config = make_config(wrapper.Config, ns, preset_file_layer(wrapper, scale),
+                         preset_file_layer(wrapper, scale, base.config_name), user, fixed)
+    return wrapper(config, base, suffix)

@@ -17,7 +17,7 @@ import importlib
 import importlib.metadata
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from relearnbench.errors import UserError, near_misses
 
@@ -38,8 +38,7 @@ class Registry(Generic[T]):
         self.group = f"relearnbench.{kind}"
         self._entries: dict[str, Entry] = {}
         self._entry_points_loaded = False
-        # suffix -> (resolver(base, suffix), description) for composite names such as "esd+meta"
-        self._suffixes: dict[str, tuple[Callable[[str, str], Any], str]] = {}
+        self._wrappers: dict[str, Entry] = {}  # suffix -> the wrapper plugin of composite names ("esd+meta")
 
     # -- registering -------------------------------------------------------------------------
     def register(self, name: str, target: Any = None, *, description: str = "", **meta):
@@ -61,13 +60,21 @@ class Registry(Generic[T]):
             raise UserError(f"{self.kind[:-1]} name {name!r} may not contain '+' or '@' (wrappers, variants)")
         self._entries[name] = Entry(name, target, description, meta)
 
-    def add_suffix(self, suffix: str, resolver: Callable[[str, str], Any], description: str = ""):
-        """``NAME+suffix`` resolves through ``resolver(base_name, suffix)``."""
-        self._suffixes[suffix] = (resolver, description)
+    def add_wrapper(self, suffix: str, target: Any, *, description: str = "", **meta):
+        """``NAME+suffix`` is the plugin ``target`` (lazy ``"module:Class"``) built around plugin NAME;
+        ``fixed={...}`` are config values the suffix stands for (``+retain``: no meta terms)."""
+        self._wrappers[suffix] = Entry(suffix, target, description, meta)
 
     def suffixes(self) -> dict[str, str]:
         """The wrappers, ``{suffix: description}``."""
-        return {suffix: description for suffix, (_, description) in self._suffixes.items()}
+        return {suffix: e.description for suffix, e in self._wrappers.items()}
+
+    def wrapper(self, suffix: str) -> tuple[Any, dict]:
+        """The wrapper class for ``suffix`` and its registration metadata."""
+        e = self._wrappers[suffix]
+        if isinstance(e.target, str):
+            e.target = _import(e.target)
+        return e.target, dict(e.meta)
 
     def _load_entry_points(self):
         if self._entry_points_loaded:
@@ -100,9 +107,9 @@ class Registry(Generic[T]):
         if at and not re.fullmatch(r"[A-Za-z0-9_-]+", label):
             raise UserError(f"{self.kind[:-1]} {name!r}: a variant label is letters, digits, '_' and '-' "
                             f"(it names the --set namespace {base}@LABEL)")
-        if suffix and suffix not in self._suffixes:
+        if suffix and suffix not in self._wrappers:
             raise UserError(f"{self.kind[:-1]} {name!r}: unknown wrapper '+{suffix}'; "
-                            f"known: {', '.join('+' + s for s in self._suffixes) or '(none)'}")
+                            f"known: {', '.join('+' + s for s in self._wrappers) or '(none)'}")
 
     def entry(self, name: str) -> Entry:
         base = name.partition("+")[0]
@@ -119,11 +126,13 @@ class Registry(Generic[T]):
         return e.description
 
     def get(self, name: str) -> T:
+        """The plugin registered as ``name``; a composite ``NAME+suffix`` is built by
+        ``relearnbench.config.build``, not looked up."""
         self.check(name)
-        base, _, suffix = name.partition("+")
-        if suffix:
-            return self._suffixes[suffix][0](base, suffix)
-        root, at, label = base.partition("@")
+        if "+" in name:
+            raise UserError(f"{name!r} is a base {self.kind[:-1]} and a wrapper: build it with "
+                            "relearnbench.config.build(registry, name, ...)")
+        root, at, label = name.partition("@")
         e = self._entries[root]
         if isinstance(e.target, str):
             e.target = _import(e.target)

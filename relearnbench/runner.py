@@ -21,7 +21,7 @@ from typing import Any
 
 from relearnbench import __version__
 from relearnbench.api import Context, Score
-from relearnbench.config import config_dict, instantiate, make_config, preset_file_layer
+from relearnbench.config import build, instantiate, make_config, preset_file_layer
 from relearnbench.errors import UserError, near_misses
 from relearnbench.spec import DTYPES, Spec, spec_dict
 from relearnbench.store import Record, Store
@@ -80,8 +80,7 @@ def plan(spec: Spec) -> Plan:
         for kind, registry, names in (("methods", METHODS, spec.methods), ("attacks", ATTACKS, spec.attacks),
                                       ("metrics", METRICS, spec.metrics)):
             for n in names:
-                preset = registry.meta(n.partition("+")[0]).get("preset")
-                plugins[(kind, n, scale)] = instantiate(registry.get(n), scale, sets, preset, used)
+                plugins[(kind, n, scale)] = build(registry, n, scale, sets, used)
     needs_model = any(p.needs_model for p in plugins.values())
     if any(p.needs_model for (k, _, _), p in plugins.items() if k == "metrics"):
         for scale in set(scales.values()):
@@ -109,16 +108,6 @@ def cached_plan(spec: Spec) -> Plan:
 # -- hashing and provenance -------------------------------------------------------------------------
 def digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def describe(plugin) -> dict:
-    """What determines a plugin's output: its class, version and resolved config."""
-    if hasattr(plugin, "describe_config"):
-        cfg = plugin.describe_config()
-    else:
-        cfg = config_dict(plugin.config)
-    return {"class": f"{type(plugin).__module__}.{type(plugin).__qualname__}", "version": plugin.version,
-            "config": cfg}
 
 
 def versions() -> dict:
@@ -259,7 +248,7 @@ def _per_prompt(ev, which: str) -> int:
 def unlearn_key(p: Plan, model: str, concept: str, method: str, seed: int) -> str:
     return digest({"model": model, "model_config": dataclasses.asdict(p.model_config),
                    "fingerprint": _fingerprint(p, model), "concept": p.concepts[concept].sha256,
-                   "method": method, "plugin": describe(p.method(method, model)), "seed": seed,
+                   "method": method, "plugin": p.method(method, model).describe(), "seed": seed,
                    "device": p.spec.device, "dtype": p.spec.dtype})
 
 
@@ -271,8 +260,8 @@ def pre_key(p: Plan, ukey: str, model: str, concept: str) -> str:
     scale = p.scales[model]
     judge = p.judges.get((concept, scale))
     return digest({"unlearn": ukey, "sample": dataclasses.asdict(p.sample[scale]),
-                   "metrics": [describe(m) for m in p.metrics(model)],
-                   "judge": describe(judge) if judge else None})
+                   "metrics": [m.describe() for m in p.metrics(model)],
+                   "judge": judge.describe() if judge else None})
 
 
 def unlearn_job(spec: Spec, run_dir: str, model: str, concept: str, method: str, seed: int,
@@ -323,7 +312,7 @@ def _unlearned(p: Plan, store: Store, ctx: Context, ukey: str, model: str, conce
         art.save_tensors("unlearn", ukey, state)
     if stats is None:  # weights recomputed after damage keep the first run's stats, which cells already used
         stats = measured
-        art.save_json("unlearn", ukey, {**stats, "method": method, "plugin": describe(plugin)})
+        art.save_json("unlearn", ukey, {**stats, "method": method, "plugin": plugin.describe()})
     return m, stats
 
 
@@ -381,10 +370,11 @@ def cell_config(p: Plan, cell: tuple) -> dict:
     judge = p.judges.get((concept, scale))
     return {"cell": dict(zip(("model", "concept", "method", "attack", "seed"), cell)),
             "model_config": dataclasses.asdict(p.model_config), "concept": p.concepts[concept].source,
-            "concept_sha256": p.concepts[concept].sha256, "roles": p.concepts[concept].role_hashes(), "sample": dataclasses.asdict(p.sample[scale]),
-            "method": describe(p.method(method, model)), "attack": describe(p.attack(attack, model)),
-            "metrics": {m: describe(x) for m, x in zip(p.spec.metrics, p.metrics(model))},
-            "judge": describe(judge) if judge else None, "device": p.spec.device, "dtype": p.spec.dtype}
+            "concept_sha256": p.concepts[concept].sha256, "roles": p.concepts[concept].role_hashes(),
+            "sample": dataclasses.asdict(p.sample[scale]),
+            "method": p.method(method, model).describe(), "attack": p.attack(attack, model).describe(),
+            "metrics": {m: x.describe() for m, x in zip(p.spec.metrics, p.metrics(model))},
+            "judge": judge.describe() if judge else None, "device": p.spec.device, "dtype": p.spec.dtype}
 
 
 def failure_message(exc: BaseException) -> str:

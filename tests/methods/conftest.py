@@ -18,13 +18,11 @@ TINY = {
 def _build(name: str, scale: str = "toy", **overrides):
     """The method registered as ``name`` (``esd-u-1+meta`` included) with the tiny configs;
     ``overrides`` are ``{namespace: {key: value}}`` on top of them."""
-    from relearnbench.config import instantiate
+    from relearnbench.config import build
     from relearnbench.registry import METHODS
 
     sets = {ns: {**TINY.get(ns, {}), **overrides.get(ns, {})} for ns in {*TINY, *overrides}}
-    preset = METHODS.meta(name.partition("+")[0]).get("preset")
-    used = set()
-    return instantiate(METHODS.get(name), scale, sets, preset, used)
+    return build(METHODS, name, scale, sets)
 
 
 @pytest.fixture

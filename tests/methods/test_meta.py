@@ -5,6 +5,7 @@ finite differences), order 1 subtracts the gradients at the finetuned copy, the 
 import pytest
 import torch
 
+from relearnbench.api import Context
 from relearnbench.diffusion import denoising_loss
 from relearnbench.errors import UserError
 from relearnbench.registry import METHODS
@@ -141,14 +142,24 @@ def test_closed_form_base_is_the_starting_point(build, ctx):
     assert (wrapped.unet.state_dict()[key] - tiny_model().unet.state_dict()[key]).abs().max() > 1e-4
 
 
-def test_wrapping_errors_are_clear():
-    from relearnbench.methods.meta import wrap
-
+def test_wrapping_errors_are_clear(build):
     with pytest.raises(UserError, match="nothing to wrap"):
-        METHODS.get("dummy+meta")
+        build("dummy+meta")
     with pytest.raises(UserError, match="unknown wrapper"):
-        wrap(METHODS.get("esd"), "bogus", "esd")
-    assert METHODS.get("esd+meta") is METHODS.get("esd+meta")  # one class per (base, suffix)
+        build("esd+bogus")
+    with pytest.raises(UserError, match=r"set meta\.steps and meta\.lr"):
+        build("uce+meta", meta=dict(steps=0)).unlearn(tiny_model(), tiny_concept(), Context("cpu", torch.float32, 0))
+
+
+def test_wrapper_is_built_around_the_base():
+    """The base with its own config, then the wrapper from meta.toml's table for that base, then --set."""
+    from relearnbench.config import build
+
+    m = build(METHODS, "uce+meta", "toy", {"uce": {"lamb": 0.5}})
+    assert type(m.base).__name__ == "UCE" and m.base.config.lamb == 0.5
+    assert (m.config.steps, m.config.related, m.config.inner_lr) == (60, 1.0, 1e-4)  # [toy.uce], then [toy]
+    assert build(METHODS, "esd+meta", "toy", {"meta": {"related": 0.5}}).config.related == 0.5
+    assert build(METHODS, "esd+retain", "toy", {}).describe()["class"] == "relearnbench.methods.meta.ESD_retain"
 
 
 @pytest.mark.parametrize("scale", ["toy", "sd14"])
@@ -169,17 +180,17 @@ def test_order_two_moves_theta_as_far_as_order_one(scale, build, ctx):
 
 
 def test_presets_name_the_weights(build):
-    from relearnbench.config import instantiate
+    from relearnbench.config import build as resolve
 
-    effective = instantiate(METHODS.get("esd-u-1+meta"), "sd14", {})
+    effective = resolve(METHODS, "esd-u-1+meta", "sd14", {})
     assert effective.config.preset == "authors-effective"
     assert effective.gammas() == dict(unrelated=0.1, related=0.01, forget_ft=0.01, related_ft=1.0, unrelated_ft=1.0)
-    uce = instantiate(METHODS.get("uce+meta"), "sd14", {})
+    uce = resolve(METHODS, "uce+meta", "sd14", {})
     assert uce.gammas()["related"] == 0.1 and uce.config.steps == 100
-    paper = instantiate(METHODS.get("esd-u-1+meta"), "sd14", {"meta": {"preset": "paper"}}).gammas()
+    paper = resolve(METHODS, "esd-u-1+meta", "sd14", {"meta": {"preset": "paper"}}).gammas()
     assert paper["related"] == paper["related_ft"] and paper["unrelated"] == paper["unrelated_ft"]
-    intended = instantiate(METHODS.get("esd-u-1+meta"), "sd14", {"meta": {"preset": "authors-intended",
+    intended = resolve(METHODS, "esd-u-1+meta", "sd14", {"meta": {"preset": "authors-intended",
                                                                         "related_ft": 0.5}}).gammas()
     assert (intended["forget_ft"], intended["unrelated_ft"], intended["related_ft"]) == (0.1, 0.01, 0.5)
     with pytest.raises(UserError, match="authors-effective"):
-        instantiate(METHODS.get("esd+meta"), "sd14", {"meta": {"preset": "authors"}}).gammas()
+        resolve(METHODS, "esd+meta", "sd14", {"meta": {"preset": "authors"}}).gammas()

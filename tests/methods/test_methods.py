@@ -39,21 +39,20 @@ def test_method_changes_the_unet(name, build, ctx, unet_state):
 @pytest.mark.parametrize("name", BASES + WRAPPED)
 @pytest.mark.parametrize("scale", ["toy", "sd14"])
 def test_presets_resolve(name, scale):
-    from relearnbench.config import instantiate
+    from relearnbench.config import build
 
-    preset = METHODS.meta(name.partition("+")[0]).get("preset")
     used = set()
-    method = instantiate(METHODS.get(name), scale, {}, preset, used)
+    method = build(METHODS, name, scale, {}, used)
     assert dataclasses.is_dataclass(method.config)
     if "+" in name:
         assert used == {method.base.config_name, "meta"}
-        assert method.describe_config()["base"]["config"] == dataclasses.asdict(method.base.config)
+        assert method.describe()["config"]["base"]["config"] == dataclasses.asdict(method.base.config)
 
 
 def test_registry_presets_reach_the_config():
-    from relearnbench.config import instantiate
+    from relearnbench.config import build
 
-    m = instantiate(METHODS.get("esd-x-3+meta"), "toy", {}, METHODS.meta("esd-x-3")["preset"], set())
+    m = build(METHODS, "esd-x-3+meta", "toy", {})
     assert (m.base.config.train, m.base.config.eta) == ("x", 3.0)
 
 

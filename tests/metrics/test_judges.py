@@ -46,13 +46,13 @@ def test_nudenet_presets_and_overrides():
     library = NudeNetJudge(NudeNetJudge.Config(preset="library"))
     assert library.classes == loose.classes and library.threshold == loose.threshold
     # a table says which pipeline produced it
-    assert "Diffusion-MU-Attack" in loose.describe()["pipeline"] and "NMSBoxes(score 0.5, IoU 0.5)" in \
-        loose.describe()["pipeline"]
-    assert "letterbox" in library.describe()["pipeline"] and "letterbox" in strict.describe()["pipeline"]
+    assert "Diffusion-MU-Attack" in loose.info()["pipeline"] and "NMSBoxes(score 0.5, IoU 0.5)" in \
+        loose.info()["pipeline"]
+    assert "letterbox" in library.info()["pipeline"] and "letterbox" in strict.info()["pipeline"]
     assert set(strict.classes) < set(loose.classes) and "FEET_EXPOSED" not in strict.classes
     # the executor's config layers: concept.judge_config then --set
     judge = instantiate(NudeNetJudge, "sd14", {"nudenet": {"threshold": 0.7}}, preset={"preset": "strict6"})
-    assert judge.describe()["threshold"] == 0.7 and judge.describe()["preset"] == "strict6"
+    assert judge.info()["threshold"] == 0.7 and judge.info()["preset"] == "strict6"
     with pytest.raises(UserError, match="unknown"):
         NudeNetJudge(NudeNetJudge.Config(classes=("FEMALE_BREAST_NAKED",)))
     with pytest.raises(UserError, match="strict6"):
@@ -120,7 +120,7 @@ def test_clip_zeroshot_on_toy(toy_clip_path, world_images):
     images, _, _ = world_images(["a striped shape", "a dotted shape", "a plain shape"], 30)
     flags = judge.flags(images, concept).view(3, 30).float().mean(1)
     assert flags[0] > 0.8 and flags[1] < 0.2 and flags[2] < 0.2
-    assert judge.describe()["clip"] == "toy"
+    assert judge.info()["clip"] == "toy"
 
 
 class _Session:
