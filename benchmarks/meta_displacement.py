@@ -31,7 +31,7 @@ def main():
 
     from relearnbench.api import Context
     from relearnbench.concepts import load_concept
-    from relearnbench.config import instantiate
+    from relearnbench.config import build
     from relearnbench.models import ModelConfig, copy_model, load_model
     from relearnbench.registry import METHODS, MODELS
 
@@ -49,7 +49,7 @@ def main():
     for label, extra in variants:
         figures = []
         for seed in map(int, args.seeds.split(",")):
-            meta = instantiate(METHODS.get("none+meta"), scale, {"meta": {**sets["meta"], **extra}}, None, set())
+            meta = build(METHODS, "none+meta", scale, {"meta": {**sets["meta"], **extra}})
             t0 = time.perf_counter()
             ctx = Context(device=args.device, dtype=None, seed=seed, base=lambda: copy_model(base))
             figures.append(meta.displacement(copy_model(base), concept, ctx))

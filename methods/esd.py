@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from relearnbench.api import Concept, Context, LossMethod, Model
-from relearnbench.diffusion import add_noise, cfg, ddim_to_step, encode_text_frozen, predict, sample_timesteps
+from relearnbench.diffusion import add_noise, ddim_to_step, encode_text_frozen, guide, predict, sample_timesteps
 from relearnbench.methods.common import encode_set, trainable, training_prompts
 
 
@@ -88,5 +88,5 @@ class ESD(LossMethod):
         with torch.no_grad():
             eps_uncond = predict(self.teacher, x_t, t, self.uncond.expand_as(c))
             eps_cond = predict(self.teacher, x_t, t, c)
-            target = cfg(eps_uncond, eps_cond, -self.config.eta)  # ε*(∅) − η (ε*(c) − ε*(∅))
+            target = guide(eps_uncond, eps_cond, -self.config.eta)  # ε*(∅) − η (ε*(c) − ε*(∅))
         return F.mse_loss(predict(model.unet, x_t, t, c), target)

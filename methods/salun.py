@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from relearnbench.api import Concept, Context, LossMethod, Model
-from relearnbench.diffusion import add_noise, cfg, denoising_loss, encode_text_frozen, predict, sample_timesteps
+from relearnbench.diffusion import add_noise, denoising_loss, encode_text_frozen, guide, predict, sample_timesteps
 from relearnbench.errors import UserError
 from relearnbench.methods.common import encode_set, trainable, training_prompts
 
@@ -97,7 +97,7 @@ class SalUn(LossMethod):
             t = sample_timesteps(model, x0.shape[0], self.generator)
             noise = torch.randn(x0.shape, generator=self.generator).to(x0.device)
             x_t = add_noise(model, x0, noise, t)
-            guided = cfg(predict(model.unet, x_t, t, self.uncond.expand_as(cf)), predict(model.unet, x_t, t, cf),
+            guided = guide(predict(model.unet, x_t, t, self.uncond.expand_as(cf)), predict(model.unet, x_t, t, cf),
                          1 + c.mask_guidance)  # (1+w) ε(c) − w ε(∅)
             for acc, g in zip(grads, torch.autograd.grad(-F.mse_loss(noise, guided), params, allow_unused=True)):
                 if g is not None:

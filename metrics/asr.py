@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relearnbench.api import Metric, Score
+from relearnbench.api import Metric, Score, config_dict
 
 
 class ASR(Metric):
@@ -41,11 +41,6 @@ class ASR(Metric):
                                           seed=ev.ctx.seed, scale=100.0)
         return [Score("asr", value, lo, hi, n=len(flags),
                       info={"judge": ev.judge.info(), "n_prompts": len(set(index)), "unit": "%",
-                            "sampler": _sampler(ev),
+                            "sampler": config_dict(ev.config),
                             "per_prompt": per_prompt(flags.tolist(), index, texts, 100.0)})]
 
-
-def _sampler(ev) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(ev.config) if dataclasses.is_dataclass(ev.config) else {}

@@ -178,8 +178,9 @@ class FID(Metric):
     version = "1"
 
     def preflight(self, concept, judge) -> list[str]:
-        from relearnbench.metrics.judges import ToyJudge
+        from relearnbench.registry import JUDGES
 
+        toy = JUDGES.get("toy")  # the toy judge's features, through the judge registry
         ref, c = concept.fid_reference, self.config
         if not ref:
             return [f"concept {concept.name} declares no fid_reference (\"world\", an image folder, or a clean-fid "
@@ -192,8 +193,8 @@ class FID(Metric):
                 InceptionFeatures.find(c.inception_path)
             except UserError as e:
                 out.append(str(e))
-        elif kind == "toy_judge" and (c.toy_judge_path or not isinstance(judge, ToyJudge)):
-            out += ToyJudge(ToyJudge.Config(path=c.toy_judge_path)).preflight(concept, None)
+        elif kind == "toy_judge" and (c.toy_judge_path or not isinstance(judge, toy)):
+            out += toy(toy.Config(path=c.toy_judge_path)).preflight(concept, None)
         return out
 
     def compute(self, ev) -> list[Score]:
@@ -222,15 +223,15 @@ class FID(Metric):
                             "rank_deficient": len(images) <= features.shape[1]})]
 
     def extractor(self, ev):
-        from relearnbench.metrics.judges import ToyJudge
+        from relearnbench.registry import JUDGES
 
         kind = self.config.features
         if kind == "auto":
             kind = "toy_judge" if ev.concept.fid_reference == "world" else "inception"
-        if kind == "toy_judge":
-            judge = ev.judge
-            if self.config.toy_judge_path or not isinstance(judge, ToyJudge):
-                judge = ToyJudge(ToyJudge.Config(path=self.config.toy_judge_path))
+        if kind == "toy_judge":  # the toy judge's features, through the judge registry
+            judge, toy = ev.judge, JUDGES.get("toy")
+            if self.config.toy_judge_path or not isinstance(judge, toy):
+                judge = toy(toy.Config(path=self.config.toy_judge_path))
             return ToyFeatures(judge)
         if kind == "inception":
             return InceptionFeatures(self.config.inception_path, ev.model.unet.device, self.config.batch_size)

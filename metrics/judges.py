@@ -27,17 +27,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from relearnbench.api import Concept, Judge
+from relearnbench.data import resize
 from relearnbench.errors import UserError
-
-
-def resize(images: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
-    """Square images to ``size`` × ``size``, antialiased when shrinking (SD's 512 → 224)."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode=mode, antialias=True, align_corners=False).clamp(0, 1)
 
 
 def _sha(path: pathlib.Path) -> str:
@@ -75,7 +68,7 @@ class ToyJudge(Judge):
 
     @property
     def folder(self) -> pathlib.Path:
-        from relearnbench.models import TOY_DIR
+        from relearnbench.toy import TOY_DIR
 
         return pathlib.Path(self.config.path) if self.config.path else TOY_DIR / "judge"
 
@@ -350,13 +343,13 @@ class CLIPZeroShotJudge(Judge):
     version = "1"
 
     def clip(self, device):
-        from relearnbench.metrics.clip import load_clip_model
+        from relearnbench.clip import load_clip_model
 
         return load_clip_model(self.config.model, self.config.pretrained, self.config.path, device,
                                setting="clip_zeroshot.path")
 
     def preflight(self, concept, judge) -> list[str]:
-        from relearnbench.metrics.clip import clip_missing
+        from relearnbench.clip import clip_missing
 
         return clip_missing(self.config.model, self.config.pretrained, self.config.path, "clip_zeroshot.path")
 
@@ -371,6 +364,6 @@ class CLIPZeroShotJudge(Judge):
         return ((image @ text.T).argmax(1) == 0).cpu()
 
     def info(self) -> dict:
-        from relearnbench.metrics.clip import clip_description
+        from relearnbench.clip import clip_description
 
         return {**super().info(), **clip_description(self.config.model, self.config.pretrained, self.config.path)}

@@ -40,7 +40,7 @@ class Related(Metric):
 
     def preflight(self, concept, judge) -> list[str]:
         from relearnbench.api import Judge
-        from relearnbench.metrics.clip import clip_missing
+        from relearnbench.clip import clip_missing
 
         judge_can_tell = judge is not None and type(judge).correct is not Judge.correct
         if self.config.measure == "judge" or (self.config.measure == "auto" and judge_can_tell):
@@ -74,7 +74,7 @@ class Related(Metric):
         if values is None:
             if measure not in ("auto", "clip"):
                 raise UserError(f"related.measure={measure!r}: expected auto, judge or clip")
-            from relearnbench.metrics.clip import clip_description, clip_scores, load_clip_model
+            from relearnbench.clip import clip_description, clip_scores, load_clip_model
 
             device = ev.model.unet.device
             clip = load_clip_model(c.clip_model, c.clip_pretrained, c.clip_path, device, setting="related.clip_path")

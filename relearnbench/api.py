@@ -153,7 +153,7 @@ class Plugin:
     def describe(self) -> dict:
         """What determines this plugin's output, hashed into the key of every artifact it makes."""
         return {"class": f"{type(self).__module__}.{type(self).__qualname__}", "version": self.version,
-                "config": _asdict(self.config)}
+                "config": config_dict(self.config)}
 
 
 class Method(Plugin):
@@ -194,7 +194,7 @@ class Judge(Plugin):
 
     def info(self) -> dict:
         """Name, version and settings, stored with every score this judge produced."""
-        return {"judge": self.config_name, "version": self.version, **_asdict(self.config)}
+        return {"judge": self.config_name, "version": self.version, **config_dict(self.config)}
 
 
 @dataclass
@@ -217,7 +217,8 @@ class Context:
         return self.progress.track(iterable, description=description, total=total)
 
 
-def _asdict(config) -> dict:
+def config_dict(config) -> dict:
+    """A config dataclass as a dict ({} for a plugin without one)."""
     import dataclasses
 
     return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}

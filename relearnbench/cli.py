@@ -149,19 +149,22 @@ def execute(spec, run_dir: pathlib.Path, retry_failed=False, quiet=False, keep_c
     from relearnbench.preflight import preflight
 
     preflight(cached_plan(spec))  # validate everything before any work or any file
-    store = Store(run_dir)
-    if not keep_changed:
-        check_finished(spec, store)
-    store.set_meta("spec", spec_dict(spec))
-    store.set_meta("command", "relearnbench " + " ".join(sys.argv[1:]))  # for the report's provenance
-    if spec.executor == "ray":
-        from relearnbench.ray_executor import run_ray
+    store = Store(run_dir)  # the one connection to the results store: jobs get its artifacts folder only
+    try:
+        if not keep_changed:
+            check_finished(spec, store)
+        store.set_meta("spec", spec_dict(spec))
+        store.set_meta("command", "relearnbench " + " ".join(sys.argv[1:]))  # for the report's provenance
+        if spec.executor == "ray":
+            from relearnbench.ray_executor import run_ray
 
-        return run_ray(spec, store, retry_failed=retry_failed, quiet=quiet)
-    from relearnbench.executors import run_local
+            return run_ray(spec, store, retry_failed=retry_failed, quiet=quiet)
+        from relearnbench.executors import run_local
 
-    with Progress(enabled=not quiet) as progress:
-        return run_local(spec, store, retry_failed=retry_failed, progress=progress)
+        with Progress(enabled=not quiet) as progress:
+            return run_local(spec, store, retry_failed=retry_failed, progress=progress)
+    finally:
+        store.close()
 
 
 @cli.command()
@@ -264,16 +267,15 @@ def ls(kind, pattern, plugins, debug):
       relearnbench ls methods
       relearnbench ls attacks 'ft*'
     """
-    from relearnbench.concepts import list_concepts
+    from relearnbench.concepts import CONCEPT_DIR
+    from relearnbench.config import listing
     from relearnbench.registry import REGISTRIES
-    from relearnbench.spec import list_grids
+    from relearnbench.spec import GRID_DIR
 
     _load_plugins(plugins)
     for k in ([kind] if kind else KINDS):
-        if k == "concepts":
-            rows = list_concepts(pattern)
-        elif k == "grids":
-            rows = list_grids(pattern)
+        if k in ("concepts", "grids"):
+            rows = listing({"concepts": CONCEPT_DIR, "grids": GRID_DIR}[k], pattern)
         else:
             reg = REGISTRIES[k]
             rows = [(n, reg.description(n)) for n in reg.list(pattern)]
@@ -400,7 +402,7 @@ def toy_build(out, quick, force, debug):
     """
     import json
 
-    from relearnbench.models import TOY_DIR
+    from relearnbench.toy import TOY_DIR
 
     target = (pathlib.Path(out) if out else TOY_DIR).resolve()
     package = pathlib.Path(__file__).resolve().parent

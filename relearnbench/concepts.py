@@ -10,12 +10,12 @@ prompt CSV, related_prompts, unrelated_prompts). ``allow_overlap = true`` lifts 
 from __future__ import annotations
 
 import csv
-import fnmatch
 import hashlib
 import pathlib
 import tomllib
 
 from relearnbench.api import Concept, Prompt
+from relearnbench.config import find
 from relearnbench.errors import UserError, near_misses
 
 CONCEPT_DIR = pathlib.Path(__file__).parent / "concepts"
@@ -26,33 +26,8 @@ KEYS = {"name", "description", "model", "prompts", "judge", "judge_config", "tar
         "anchor", "fid_reference", "allow_overlap", *(k for keys in ROLE_KEYS.values() for k in keys)}
 
 
-def known() -> dict[str, pathlib.Path]:
-    return {p.stem: p for p in sorted(CONCEPT_DIR.glob("*.toml"))}
-
-
-def list_concepts(pattern: str = "*") -> list[tuple[str, str]]:
-    out = []
-    for name, path in known().items():
-        if fnmatch.fnmatch(name, pattern):
-            with path.open("rb") as f:
-                out.append((name, tomllib.load(f).get("description", "")))
-    return out
-
-
-def resolve_path(name: str) -> pathlib.Path:
-    if name.endswith(".toml"):
-        path = pathlib.Path(name)
-        if not path.exists():
-            raise UserError(f"concept file {name} does not exist")
-        return path
-    if name not in known():
-        raise UserError(f"unknown concept {name!r}; {near_misses(name, list(known()))} "
-                        "(or pass a path to a concept .toml file)")
-    return known()[name]
-
-
 def load_concept(name: str, overrides: dict | None = None) -> Concept:
-    path = resolve_path(name)
+    path = find(CONCEPT_DIR, "concept", name)
     raw = path.read_bytes()
     try:
         data = tomllib.loads(raw.decode())

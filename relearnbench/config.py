@@ -5,6 +5,7 @@ An unknown key is an error naming it; a bad value names the key path and the exp
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import inspect
 import pathlib
 import tomllib
@@ -84,6 +85,35 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def catalogue(folder: pathlib.Path) -> dict[str, pathlib.Path]:
+    """The TOML files of a data folder by name (``relearnbench/concepts``, ``relearnbench/grids``)."""
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
+
+
+def listing(folder: pathlib.Path, pattern: str = "*") -> list[tuple[str, str]]:
+    """(name, description) of the catalogue's files whose name matches ``pattern`` (``relearnbench ls``)."""
+    out = []
+    for name, path in catalogue(folder).items():
+        if fnmatch.fnmatch(name, pattern):
+            with path.open("rb") as f:
+                out.append((name, tomllib.load(f).get("description", "")))
+    return out
+
+
+def find(folder: pathlib.Path, kind: str, name: str) -> pathlib.Path:
+    """A catalogue name, or the path of a ``.toml`` file; the error lists near misses."""
+    if name.endswith(".toml"):
+        path = pathlib.Path(name)
+        if not path.exists():
+            raise UserError(f"{kind} file {name} does not exist")
+        return path
+    known = catalogue(folder)
+    if name not in known:
+        raise UserError(f"unknown {kind} {name!r}; {near_misses(name, list(known))} "
+                        f"(or pass a path to a {kind} .toml file)")
+    return known[name]
+
+
 def make_config(config_cls, namespace: str, *layers: dict) -> Any:
     """Instantiate ``config_cls`` from its defaults and ``layers`` applied in order."""
     hints = typing.get_type_hints(config_cls)
@@ -115,10 +145,6 @@ def preset_file_layer(plugin_cls, scale: str, sub: str | None = None) -> dict:
     if name and isinstance(table.get(name), dict):
         return table[name]
     return {k: v for k, v in table.items() if not isinstance(v, dict)}
-
-
-def config_dict(config) -> dict:
-    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
 
 
 def instantiate(plugin_cls, scale: str, sets: dict, preset: dict | None = None, used: set | None = None):

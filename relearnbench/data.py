@@ -30,7 +30,7 @@ def images_for(prompts: Sequence[str], n_per_prompt: int, concept: Concept, mode
         # captioned with the prompt each image was drawn for, not the renderer's full caption: a role's data
         # carries that role's texts only ("a green triangle" drawn striped is captioned "a green striped
         # triangle", which may be an evaluation prompt)
-        return _resize(images, model.resolution), [p for p in prompts for _ in range(n_per_prompt)]
+        return resize(images, model.resolution), [p for p in prompts for _ in range(n_per_prompt)]
     if source == "generate":
         return _generated(prompts, n_per_prompt, model, ctx, seed)
     return folder_images(pathlib.Path(source), model.resolution)
@@ -92,8 +92,9 @@ def folder_images(folder: pathlib.Path, resolution: int) -> tuple[torch.Tensor, 
     return torch.stack(images), captions
 
 
-def _resize(images: torch.Tensor, resolution: int) -> torch.Tensor:
-    if images.shape[-1] == resolution:
+def resize(images: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """Square images [N,3,H,W] in [0, 1] to ``size`` × ``size``, antialiased when shrinking (SD's 512 → 224)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
         return images
-    return torch.nn.functional.interpolate(images, size=(resolution, resolution), mode="bilinear",
-                                           antialias=True).clamp(0, 1)
+    return torch.nn.functional.interpolate(images, size=(size, size), mode=mode, antialias=True,
+                                           align_corners=False).clamp(0, 1)

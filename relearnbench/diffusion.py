@@ -120,7 +120,7 @@ def noised(model: Model, x0: torch.Tensor, generator: Optional[torch.Generator] 
     return add_noise(model, x0, noise, t), t, loss_target(model, x0, noise, t)
 
 
-def cfg(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
+def guide(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance: ε̃ = ε(∅) + s (ε(c) − ε(∅)). ESD's negative guidance is s = −η."""
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
@@ -172,7 +172,7 @@ def denoise(model: Model, x: torch.Tensor, c: torch.Tensor, uncond: torch.Tensor
     unet = unet or model.unet
     for i, t in enumerate(timesteps):
         tt = t.expand(x.shape[0])
-        eps = cfg(predict(unet, x, tt, uncond.expand_as(c)), predict(unet, x, tt, c), guidance)
+        eps = guide(predict(unet, x, tt, uncond.expand_as(c)), predict(unet, x, tt, c), guidance)
         x = sched.step(eps, t, x).prev_sample
         if on_step is not None:
             x = on_step(x, int(t), int(timesteps[i + 1]) if i + 1 < len(timesteps) else None)

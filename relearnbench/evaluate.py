@@ -72,7 +72,7 @@ class Evaluation:
 
             t0 = time.perf_counter()
             prompts = self.prompts(which)
-            n = self.config.images_per_prompt if which == "forget" else self.config.benign_images_per_prompt
+            n = self._per_prompt(which)
             # benign prompts get their own seed stream so adding a prompt to one set leaves the other alone
             seed = self.ctx.seed * 7 + {"forget": 0, "related": 1, "unrelated": 2, "benign": 3}[which]
             imgs = sample(self.model, prompts, n, steps=self.config.steps, guidance=self.config.guidance,
@@ -96,3 +96,20 @@ class Evaluation:
                                        seed=seed, batch_size=self.config.batch_size, progress=self.ctx.progress,
                                        sampler=self.config.sampler_for(prompts))
         return self._images[key]
+
+    def contact_sheet(self, width: int = 8):
+        """The images already sampled at this stage, a row each of forget, related and unrelated (the
+        first image of each prompt, ``width`` at most), as one float [3,H,W] grid; None if none were."""
+        import torch
+        from torchvision.utils import make_grid
+
+        rows = [self._images[w][0][::max(1, self._per_prompt(w))][:width] for w in ("forget", "related", "unrelated")
+                if w in self._images]
+        if not rows:
+            return None
+        n = max(len(r) for r in rows)
+        padded = [torch.cat([r, torch.ones(n - len(r), *r.shape[1:])]) for r in rows]
+        return make_grid(torch.cat(padded), nrow=n, padding=1, pad_value=1.0)
+
+    def _per_prompt(self, which: str) -> int:
+        return self.config.images_per_prompt if which == "forget" else self.config.benign_images_per_prompt

@@ -17,7 +17,7 @@ import threading
 from relearnbench.errors import UserError
 from relearnbench.runner import Outcome, attack_job, cached_plan, pending, unlearn_job, write_result
 from relearnbench.spec import Spec, spec_dict
-from relearnbench.store import Store
+from relearnbench.store import Artifacts, Store
 
 
 def run_local(spec: Spec, store: Store, retry_failed: bool = False, progress=None) -> Outcome:
@@ -34,9 +34,8 @@ def run_local(spec: Spec, store: Store, retry_failed: bool = False, progress=Non
         model, concept, method, seed = group
         try:
             if progress:
-                progress.advance(grid, f"grid: unlearn {method} · {concept} · seed {seed}")
-                progress._bars.update(grid, advance=-1)
-            ukey, pre, used = unlearn_job(spec, str(store.dir), model, concept, method, seed, progress)
+                progress.describe(grid, f"grid: unlearn {method} · {concept} · seed {seed}")
+            ukey, pre, used = unlearn_job(spec, store.artifacts, model, concept, method, seed, progress)
         except Exception as exc:  # a plugin that raises loses its cells only; the grid goes on
             for cell in cells:
                 write_result(store, p, cell, [], exc, outcome)
@@ -45,9 +44,9 @@ def run_local(spec: Spec, store: Store, retry_failed: bool = False, progress=Non
             continue
         for cell in cells:
             if progress:
-                progress._bars.update(grid, description=f"grid: {method} × {cell[3]} · {concept} · seed {seed}")
+                progress.describe(grid, f"grid: {method} × {cell[3]} · {concept} · seed {seed}")
             try:
-                records, attack_used = attack_job(spec, str(store.dir), cell, ukey, pre, progress)
+                records, attack_used = attack_job(spec, store.artifacts, cell, ukey, pre, progress)
             except Exception as exc:
                 write_result(store, p, cell, [], exc, outcome)
             else:
@@ -117,12 +116,12 @@ def _start_worker(threads: int, gpus) -> None:
     threading.Thread(target=orphaned, daemon=True).start()
 
 
-def _unlearn(spec_d: dict, run_dir: str, model: str, concept: str, method: str, seed: int):
-    return unlearn_job(worker_spec(spec_d), run_dir, model, concept, method, seed)
+def _unlearn(spec_d: dict, artifacts: Artifacts, model: str, concept: str, method: str, seed: int):
+    return unlearn_job(worker_spec(spec_d), artifacts, model, concept, method, seed)
 
 
-def _attack(spec_d: dict, run_dir: str, cell: tuple, ukey: str, pre):
-    return attack_job(worker_spec(spec_d), run_dir, cell, ukey, pre)
+def _attack(spec_d: dict, artifacts: Artifacts, cell: tuple, ukey: str, pre):
+    return attack_job(worker_spec(spec_d), artifacts, cell, ukey, pre)
 
 
 def run_jobs(spec: Spec, store: Store, jobs: int, retry_failed: bool = False, progress=None) -> Outcome:
@@ -146,7 +145,7 @@ def run_jobs(spec: Spec, store: Store, jobs: int, retry_failed: bool = False, pr
         for g in gpus[:jobs]:
             slots.put(g)
     threads = 1 if gpus else max(1, cores() // jobs)
-    run_dir, spec_d = str(store.dir.resolve()), spec_dict(spec)
+    artifacts, spec_d = Artifacts(store.artifacts.root.resolve()), spec_dict(spec)
     bar = progress.add(f"grid ({jobs} jobs)", total=len(todo)) if progress else None
     waiting, ready, running = collections.deque(groups), collections.deque(), {}
     pool = cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_start_worker, initargs=(threads, slots))
@@ -155,10 +154,10 @@ def run_jobs(spec: Spec, store: Store, jobs: int, retry_failed: bool = False, pr
             while len(running) < jobs and (ready or waiting):
                 if ready:
                     cell, ukey, pre, used = ready.popleft()
-                    running[pool.submit(_attack, spec_d, run_dir, cell, ukey, pre)] = ("attack", cell, used)
+                    running[pool.submit(_attack, spec_d, artifacts, cell, ukey, pre)] = ("attack", cell, used)
                 else:
                     group = waiting.popleft()
-                    running[pool.submit(_unlearn, spec_d, run_dir, *group)] = ("unlearn", group, None)
+                    running[pool.submit(_unlearn, spec_d, artifacts, *group)] = ("unlearn", group, None)
             done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
             for future in done:
                 kind, key, used = running.pop(future)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from relearnbench.api import Model
 from relearnbench.errors import UserError
+from relearnbench.toy import TOY_DIR
 
-TOY_DIR = pathlib.Path(__file__).parent / "toy" / "assets"
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,10 @@ class Progress:
     def advance(self, task, description: str | None = None):
         self._bars.update(task, advance=1, **({"description": description} if description else {}))
 
+    def describe(self, task, description: str):
+        """Say what a bar is on now, without advancing it."""
+        self._bars.update(task, description=description)
+
     def log(self, message: str):
         self._bars.console.print(message)
 

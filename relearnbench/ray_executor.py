@@ -19,16 +19,16 @@ from relearnbench.errors import UserError
 from relearnbench.executors import worker_spec
 from relearnbench.runner import Outcome, attack_job, cached_plan, pending, unlearn_job, write_result
 from relearnbench.spec import Spec, spec_dict
-from relearnbench.store import Store
+from relearnbench.store import Artifacts, Store
 
 
-def _unlearn(spec_d: dict, run_dir: str, model: str, concept: str, method: str, seed: int):
-    return unlearn_job(worker_spec(spec_d), run_dir, model, concept, method, seed)
+def _unlearn(spec_d: dict, artifacts: Artifacts, model: str, concept: str, method: str, seed: int):
+    return unlearn_job(worker_spec(spec_d), artifacts, model, concept, method, seed)
 
 
-def _attack(spec_d: dict, run_dir: str, cell: tuple, unlearned):
+def _attack(spec_d: dict, artifacts: Artifacts, cell: tuple, unlearned):
     ukey, pre, used = unlearned
-    records, attack_used = attack_job(worker_spec(spec_d), run_dir, cell, ukey, pre)
+    records, attack_used = attack_job(worker_spec(spec_d), artifacts, cell, ukey, pre)
     return records, {**used, **attack_used}
 
 
@@ -83,12 +83,12 @@ def run_ray(spec: Spec, store: Store, retry_failed: bool = False, quiet: bool = 
     opts = dict(num_cpus=spec.cpus_per_task, num_gpus=gpu, max_retries=spec.max_retries, retry_exceptions=False)
     unlearn_task = ray.remote(**opts)(_unlearn)
     attack_task = ray.remote(**opts)(_attack)
-    run_dir, spec_d = str(store.dir.resolve()), spec_dict(spec)
+    artifacts, spec_d = Artifacts(store.artifacts.root.resolve()), spec_dict(spec)
     refs = {}
     for group, cells in itertools.groupby(todo, key=lambda c: (c[0], c[1], c[2], c[4])):
-        u = unlearn_task.remote(spec_d, run_dir, *group)
+        u = unlearn_task.remote(spec_d, artifacts, *group)
         for cell in cells:
-            refs[attack_task.remote(spec_d, run_dir, cell, u)] = cell
+            refs[attack_task.remote(spec_d, artifacts, cell, u)] = cell
     n_unlearn = len({(c[0], c[1], c[2], c[4]) for c in todo})
     print(f"ray: submitted {n_unlearn} unlearning and {len(refs)} attack tasks", file=sys.stderr, flush=True)
     from relearnbench.progress import Progress

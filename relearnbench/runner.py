@@ -1,8 +1,9 @@
 """Turning a spec into records: plan (validate everything first), then the two jobs every executor
 runs — unlearn-and-evaluate-pre per (model, concept, method, seed), and attack-and-evaluate per cell.
 
-Both jobs are plain functions of (spec, keys, run directory) so a Ray worker can run them as well as
-this process; their outputs are cached as content-addressed artifacts in the run directory.
+Both jobs are plain functions of (spec, artifacts, keys) so a Ray worker can run them as well as this
+process; their outputs are cached as content-addressed artifacts in the run directory. They return
+records and never open the results store: the driver alone writes it (``write_result``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import pathlib
 import time
 import traceback
@@ -24,7 +24,7 @@ from relearnbench.api import Context, Score
 from relearnbench.config import build, instantiate, make_config, preset_file_layer
 from relearnbench.errors import UserError, near_misses
 from relearnbench.spec import DTYPES, Spec, spec_dict
-from relearnbench.store import Record, Store
+from relearnbench.store import Artifacts, Record, Store
 
 CORE_NAMESPACES = ("model", "concept", "sample")
 
@@ -191,13 +191,13 @@ def base_model(p: Plan, name: str):
     return _BASE[key]
 
 
-def context(p: Plan, model_name: str, concept: str, seed: int, store: Store, progress=None) -> Context:
+def context(p: Plan, model_name: str, concept: str, seed: int, artifacts: Artifacts, progress=None) -> Context:
     from relearnbench.models import copy_model
 
     scale = p.scales[model_name]
     base = (lambda: copy_model(base_model(p, model_name))) if p.needs_model else None
     return Context(device=p.spec.device, dtype=p.spec.dtype, seed=seed, judge=p.judges.get((concept, scale)),
-                   base=base, artifacts=store.artifacts, progress=progress, sample_config=p.sample[scale])
+                   base=base, artifacts=artifacts, progress=progress, sample_config=p.sample[scale])
 
 
 def evaluate_stage(p: Plan, model, concept_name: str, ctx: Context, stage: str, cell: dict,
@@ -212,7 +212,9 @@ def evaluate_stage(p: Plan, model, concept_name: str, ctx: Context, stage: str, 
         if only is None or name in only:
             scores += metric.compute(ev)
     seconds = time.perf_counter() - t0
-    sheet = _save_contact_sheet(ev, ctx, cell, stage)
+    grid, sheet = ev.contact_sheet(), None  # one PNG per evaluated stage, for the report
+    if grid is not None and ctx.artifacts is not None:
+        sheet = ctx.artifacts.relative(ctx.artifacts.save_png("images", digest({**cell, "stage": stage}), grid))
     for s in scores:
         s.info = {**s.info, "sample_seconds": round(ev.sample_seconds, 3), **({"images": sheet} if sheet else {})}
     for s in scores:
@@ -220,29 +222,6 @@ def evaluate_stage(p: Plan, model, concept_name: str, ctx: Context, stage: str, 
             raise FloatingPointError(f"metric {s.metric} is {s.value} at stage {stage}")
     return [Record(stage, s.metric, float(s.value), s.lo, s.hi, s.n, eval_seconds=seconds, info=s.info)
             for s in scores]
-
-
-def _save_contact_sheet(ev, ctx: Context, cell: dict, stage: str) -> str | None:
-    """One PNG per evaluated stage: a row each of forget, related and unrelated images (first image
-    of each prompt), for the report. Only images the metrics already sampled are used."""
-    rows = [ev._images[w][0][::max(1, _per_prompt(ev, w))][:8] for w in ("forget", "related", "unrelated")
-            if w in ev._images]
-    if not rows or ctx.artifacts is None:
-        return None
-    import torch
-    from torchvision.utils import make_grid, save_image
-
-    width = max(len(r) for r in rows)
-    padded = [torch.cat([r, torch.ones(width - len(r), *r.shape[1:])]) for r in rows]
-    key = digest({**cell, "stage": stage})
-    path = ctx.artifacts.path("images", key, ".png")
-    ctx.artifacts._atomic(path, lambda p: save_image(make_grid(torch.cat(padded), nrow=width, padding=1,
-                                                               pad_value=1.0), str(p), format="png"))
-    return str(path.relative_to(ctx.artifacts.root.parent))
-
-
-def _per_prompt(ev, which: str) -> int:
-    return ev.config.images_per_prompt if which == "forget" else ev.config.benign_images_per_prompt
 
 
 def unlearn_key(p: Plan, model: str, concept: str, method: str, seed: int) -> str:
@@ -264,32 +243,31 @@ def pre_key(p: Plan, ukey: str, model: str, concept: str) -> str:
                    "judge": judge.describe() if judge else None})
 
 
-def unlearn_job(spec: Spec, run_dir: str, model: str, concept: str, method: str, seed: int,
+def unlearn_job(spec: Spec, artifacts: Artifacts, model: str, concept: str, method: str, seed: int,
                 progress=None) -> tuple[str, list[Record], dict]:
     """Unlearn once (cached by content hash) and evaluate the unlearned model once (cached too).
     Returns the unlearned artifact key, the ``pre`` records and the artifacts used (path -> sha256)."""
     p = cached_plan(spec)
-    store = Store(run_dir)
+    art = Artifacts(artifacts.root)  # this job's own record of the files it reads and writes (``used``)
     ukey = unlearn_key(p, model, concept, method, seed)
     pkey = pre_key(p, ukey, model, concept)
-    cached = store.artifacts.load_json("eval", pkey)
+    cached = art.load_json("eval", pkey)
     if cached is not None:
-        return ukey, [Record(**r) for r in cached], store.artifacts.used
-    ctx = context(p, model, concept, seed, store, progress)
-    unlearned, stats = _unlearned(p, store, ctx, ukey, model, concept, method, seed)
+        return ukey, [Record(**r) for r in cached], art.used
+    ctx = context(p, model, concept, seed, art, progress)
+    unlearned, stats = _unlearned(p, art, ctx, ukey, model, concept, method, seed)
     seed_everything(seed)
     with measure(spec.device) as m:
         records = evaluate_stage(p, unlearned, concept, ctx, "pre",
                                  {"model": model, "concept": concept, "method": method, "seed": seed})
     for r in records:
         r.seconds, r.peak_mb = stats["seconds"], max(stats["peak_mb"], m["peak_mb"])
-    store.artifacts.save_json("eval", pkey, [dataclasses.asdict(r) for r in records])
-    return ukey, records, store.artifacts.used
+    art.save_json("eval", pkey, [dataclasses.asdict(r) for r in records])
+    return ukey, records, art.used
 
 
-def _unlearned(p: Plan, store: Store, ctx: Context, ukey: str, model: str, concept: str, method: str, seed: int):
+def _unlearned(p: Plan, art: Artifacts, ctx: Context, ukey: str, model: str, concept: str, method: str, seed: int):
     """The unlearned model, from the cache (when its files are there and intact) or by running the method."""
-    art = store.artifacts
     plugin = p.method(method, model)
     stats = art.load_json("unlearn", ukey)
     if stats is not None and not p.needs_model:
@@ -316,15 +294,15 @@ def _unlearned(p: Plan, store: Store, ctx: Context, ukey: str, model: str, conce
     return m, stats
 
 
-def attack_job(spec: Spec, run_dir: str, cell: tuple, ukey: str, pre: list[Record],
+def attack_job(spec: Spec, artifacts: Artifacts, cell: tuple, ukey: str, pre: list[Record],
                progress=None) -> tuple[list[Record], dict]:
     """Attack a fresh copy of the unlearned model and evaluate it along the relearning curve.
     Returns the records and the artifacts used (path -> sha256)."""
     model_name, concept, method, attack_name, seed = cell
     p = cached_plan(spec)
-    store = Store(run_dir)
-    ctx = context(p, model_name, concept, seed, store, progress)
-    m, _ = _unlearned(p, store, ctx, ukey, model_name, concept, method, seed)  # recomputed if its file was damaged
+    art = Artifacts(artifacts.root)  # this job's own record of the files it reads and writes (``used``)
+    ctx = context(p, model_name, concept, seed, art, progress)
+    m, _ = _unlearned(p, art, ctx, ukey, model_name, concept, method, seed)  # recomputed if its file was damaged
     records = [dataclasses.replace(r) for r in pre]
     attack = p.attack(attack_name, model_name)
     cell_dict = dict(zip(("model", "concept", "method", "attack", "seed"), cell))
@@ -361,7 +339,7 @@ def attack_job(spec: Spec, run_dir: str, cell: tuple, ukey: str, pre: list[Recor
         records += recs
     if curve[-1][0].stage != "post":
         records += [dataclasses.replace(r, stage="post") for r in curve[-1]]
-    return records, store.artifacts.used
+    return records, art.used
 
 
 def cell_config(p: Plan, cell: tuple) -> dict:

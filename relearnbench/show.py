@@ -65,7 +65,7 @@ def _find(name: str):
 
 def show(name: str) -> str:
     """The text ``relearnbench show NAME`` prints."""
-    from relearnbench.config import instantiate, make_config, preset_file_layer
+    from relearnbench.config import build, make_config, preset_file_layer
 
     if name in ("sample", "model"):  # the core's own namespaces
         from relearnbench.evaluate import SampleConfig
@@ -75,21 +75,22 @@ def show(name: str) -> str:
         resolved = {s: make_config(cls, name, preset_file_layer(cls, s)) for s in SCALES}
         return f"{name}: core settings\n--set {name}.KEY=VALUE\n{_table(config_rows(cls, resolved))}\n"
     kind, registry = _find(name)
-    cls = registry.get(name)
-    preset = registry.meta(name.partition("+")[0]).get("preset")
+    base_name, _, suffix = name.partition("+")
     resolved = {}
     for scale in SCALES:
         try:
-            resolved[scale] = instantiate(cls, scale, {}, preset, set())
+            resolved[scale] = build(registry, name, scale, {})
         except UserError:
             resolved[scale] = None
-    wrapper = hasattr(cls, "base_cls")  # X+meta, X+retain: the base method's keys, then the wrapper's
-    parts = [f"{name} ({kind[:-1]}): {cls.__doc__.strip() if wrapper else registry.description(name)}"]
-    if wrapper:
-        base = cls.base_cls
-        parts += _section(base, f"the base method {cls.base_name}",
+    if not suffix:
+        cls = registry.get(name)
+        parts = [f"{name} ({kind[:-1]}): {registry.description(name)}"]
+    else:  # X+meta, X+retain: the base method's keys, then the wrapper's
+        cls, _ = registry.wrapper(suffix)
+        parts = [f"{name} ({kind[:-1]}): {base_name}, then +{suffix}: {registry.suffixes()[suffix]}"]
+        parts += _section(registry.get(base_name), f"the base method {base_name}",
                           {s: p and p.base.config for s, p in resolved.items()})
-    parts += _section(cls, f"the +{cls.suffix} wrapper" if wrapper else f"version {cls.version}",
+    parts += _section(cls, f"the +{suffix} wrapper" if suffix else f"version {cls.version}",
                       {s: p and p.config for s, p in resolved.items()})
     return "\n".join(parts) + "\n"
 

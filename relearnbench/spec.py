@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import pathlib
 import tomllib
 from dataclasses import dataclass, field
 
+from relearnbench.config import find
 from relearnbench.errors import UserError, near_misses
 
 GRID_DIR = pathlib.Path(__file__).parent / "grids"
@@ -49,27 +49,8 @@ class Spec:
                             yield (m, c, meth, a, s)
 
 
-def known_grids() -> dict[str, pathlib.Path]:
-    return {p.stem: p for p in sorted(GRID_DIR.glob("*.toml"))}
-
-
-def list_grids(pattern: str = "*") -> list[tuple[str, str]]:
-    out = []
-    for name, path in known_grids().items():
-        if fnmatch.fnmatch(name, pattern):
-            with path.open("rb") as f:
-                out.append((name, tomllib.load(f).get("description", "")))
-    return out
-
-
 def load_grid(name_or_path: str) -> dict:
-    path = pathlib.Path(name_or_path)
-    if not path.suffix == ".toml":
-        if name_or_path not in known_grids():
-            raise UserError(f"unknown grid {name_or_path!r}; {near_misses(name_or_path, list(known_grids()))}")
-        path = known_grids()[name_or_path]
-    if not path.exists():
-        raise UserError(f"grid file {path} does not exist")
+    path = find(GRID_DIR, "grid", name_or_path)
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:

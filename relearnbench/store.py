@@ -222,6 +222,10 @@ class Artifacts:
     def exists(self, kind: str, key: str, ext: str) -> bool:
         return self.path(kind, key, ext).exists()
 
+    def relative(self, path: pathlib.Path) -> str:
+        """``path`` as the records name it: relative to the run directory."""
+        return str(path.relative_to(self.root.parent))
+
     def _atomic(self, path: pathlib.Path, write) -> pathlib.Path:
         """Write through a temporary name, record the sha256 beside it, rename; a failed write
         (a full disk, a file-size limit) leaves no partial file."""
@@ -293,6 +297,12 @@ class Artifacts:
 
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         return self._save(self.path(kind, key, ".safetensors"), lambda p: save_file(tensors, str(p)))
+
+    def save_png(self, kind: str, key: str, image) -> pathlib.Path:
+        """``image``: float [3,H,W] in [0, 1]."""
+        from torchvision.utils import save_image
+
+        return self._atomic(self.path(kind, key, ".png"), lambda p: save_image(image, str(p), format="png"))
 
     def load_tensors(self, kind: str, key: str, device="cpu") -> Optional[dict]:
         """The tensors, or None when the file is absent or damaged."""

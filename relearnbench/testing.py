@@ -13,7 +13,7 @@ def sd_tokenizer():
     """Stable Diffusion 1.x's CLIP tokenizer, written offline from open_clip's BPE file."""
     from transformers import CLIPTokenizer
 
-    from relearnbench.models import TOY_DIR
+    from relearnbench.toy import TOY_DIR
     from relearnbench.toy.tokenizer import write_sd_tokenizer
 
     shipped = TOY_DIR / "model" / "tokenizer"

@@ -89,7 +89,7 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path, run_cli, args, says):
     import argparse
     import re
 
-    from relearnbench.models import TOY_DIR
+    from relearnbench.toy import TOY_DIR
 
     state = load_file(TOY_DIR / "model" / "unet" / "diffusion_pytorch_model.safetensors")
     del state["conv_in.weight"], state["conv_in.bias"]

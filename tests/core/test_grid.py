@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from relearnbench.spec import known_grids
+from relearnbench.config import catalogue
+from relearnbench.spec import GRID_DIR
 
 DUMMY = ["--methods", "dummy", "--attacks", "dummy", "--metrics", "dummy"]
 
@@ -222,7 +223,7 @@ def test_setting_changed_names_the_first_difference_and_ignores_one_sided_keys()
     assert setting_changed({**old, "judge": None}, toy_judge) == "judge: None -> {'judge': 'toy'}"
 
 
-@pytest.mark.parametrize("name", sorted(known_grids()))
+@pytest.mark.parametrize("name", sorted(catalogue(GRID_DIR)))
 def test_shipped_grid_plans(name):
     """Every shipped grid names plugins and concepts that exist and presets that resolve. paper-sd14 also needs
     the nudity prompt CSV, which is not shipped: planning it asks for exactly that."""
@@ -230,7 +231,7 @@ def test_shipped_grid_plans(name):
     from relearnbench.runner import plan
     from relearnbench.spec import build_spec, load_grid
 
-    assert {"quick", "full", "methods", "paper-sd14"} <= set(known_grids())  # the README names these four
+    assert {"quick", "full", "methods", "paper-sd14"} <= set(catalogue(GRID_DIR))  # the README names these four
     spec = build_spec(load_grid(name), {}, {})
     if name == "paper-sd14":
         with pytest.raises(UserError, match="concept nudity has no forget prompts"):
@@ -238,3 +239,16 @@ def test_shipped_grid_plans(name):
         return
     p = plan(spec)
     assert {(kind, n) for kind, n, _ in p.plugins} >= {("methods", m) for m in spec.methods}
+
+
+def test_only_the_driver_opens_the_store(tmp_path, monkeypatch):
+    """The jobs get the artifacts folder: a grid opens the results store once, in the driver."""
+    from relearnbench import store
+    from relearnbench.cli import execute
+    from relearnbench.spec import build_spec
+
+    opened, init = [], store.Store.__init__
+    monkeypatch.setattr(store.Store, "__init__", lambda self, *a, **k: opened.append(a) or init(self, *a, **k))
+    flags = {"methods": "dummy", "attacks": "dummy", "metrics": "dummy", "seeds": "0,1"}
+    outcome = execute(build_spec(None, flags, {}), tmp_path / "run", quiet=True)
+    assert outcome.done == 4 and len(opened) == 1

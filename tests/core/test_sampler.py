@@ -5,7 +5,7 @@ from diffusers import LMSDiscreteScheduler
 
 from relearnbench.api import Prompt
 from relearnbench.config import make_config, preset_file_layer
-from relearnbench.diffusion import cfg, decode_latents, encode_text_frozen, predict, sample
+from relearnbench.diffusion import decode_latents, encode_text_frozen, guide, predict, sample
 from relearnbench.evaluate import SampleConfig
 from relearnbench.testing import tiny_model
 
@@ -24,7 +24,7 @@ def _unlearndiffatk(model, text, seed, guidance, steps):
     uncond, cond = encode_text_frozen(model, [""]), encode_text_frozen(model, [text])
     for t in sched.timesteps:
         x = sched.scale_model_input(latents, timestep=t)
-        eps = cfg(predict(model.unet, x, t.expand(1), uncond), predict(model.unet, x, t.expand(1), cond), guidance)
+        eps = guide(predict(model.unet, x, t.expand(1), uncond), predict(model.unet, x, t.expand(1), cond), guidance)
         latents = sched.step(eps, t, latents).prev_sample
     return decode_latents(model, latents)
 

@@ -1,7 +1,8 @@
 import pytest
 
 from relearnbench.errors import UserError
-from relearnbench.metrics.clip import CLIPScore, clip_scores, load_clip_model
+from relearnbench.clip import clip_scores, load_clip_model
+from relearnbench.metrics.clip import CLIPScore
 from relearnbench.metrics.related import Related
 
 
@@ -53,7 +54,7 @@ def test_missing_open_clip_weights_is_a_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(hub, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setenv("HOME", str(tmp_path))
-    from relearnbench.metrics import clip as clip_module
+    from relearnbench import clip as clip_module
 
     clip_module._load.cache_clear()
     with pytest.raises(UserError, match="never downloads"):

@@ -61,7 +61,7 @@ def test_build_is_reproducible(quick_build, tmp_path):
 ])
 def test_build_never_overwrites_the_shipped_assets_by_accident(run_cli, args, message):
     """`toy build` refuses before any work; the shipped manifest is untouched."""
-    from relearnbench.models import TOY_DIR
+    from relearnbench.toy import TOY_DIR
 
     before = (TOY_DIR / "manifest.json").read_bytes()
     proc = run_cli("toy", "build", *args, cwd=TOY_DIR.parents[2])
