@@ -85,7 +85,7 @@ def export(run_dir: str, given: dict, out: str, stage: str = "pre", lora: str = 
     model = copy_model(base_model(p, model_name), state)
     attacked = {}
     if stage == "post":
-        ctx = context(p, model_name, concept, cell[4], store)
+        ctx = context(p, model_name, concept, cell[4], art)
         attacked = rerun_attack(p.attack(attack, model_name), model, p.concepts[concept], ctx, cell[4])
     written_lora = write_pipeline(model, attacked, out_dir, lora)
     keys = dict(zip(CELL_KEYS, cell))

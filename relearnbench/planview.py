@@ -97,6 +97,6 @@ def describe_plan(spec) -> str:
                 lines += _plugin_lines(kind, name, p.plugins[(kind, name, scale)], scale, spec.sets)
         for (c, s), judge in p.judges.items():
             if s == scale:
-                lines.append(f"  judge of {c}: {judge.describe()}")
+                lines.append(f"  judge of {c}: {judge.info()}")
     lines.append("nothing was loaded or run (--dry-run)")
     return "\n".join(lines) + "\n"
