@@ -242,13 +242,14 @@ def test_shipped_grid_plans(name):
 
 
 def test_only_the_driver_opens_the_store(tmp_path, monkeypatch):
-    """The jobs get the artifacts folder: a grid opens the results store once, in the driver."""
+    """The jobs get the artifacts folder: a grid opens the results store once, in the driver (one job, so
+    the jobs run in this process, where the count can see them; --jobs N workers run the same functions)."""
     from relearnbench import store
     from relearnbench.cli import execute
     from relearnbench.spec import build_spec
 
     opened, init = [], store.Store.__init__
     monkeypatch.setattr(store.Store, "__init__", lambda self, *a, **k: opened.append(a) or init(self, *a, **k))
-    flags = {"methods": "dummy", "attacks": "dummy", "metrics": "dummy", "seeds": "0,1"}
+    flags = {"methods": "dummy", "attacks": "dummy", "metrics": "dummy", "seeds": "0,1", "jobs": 1}
     outcome = execute(build_spec(None, flags, {}), tmp_path / "run", quiet=True)
     assert outcome.done == 4 and len(opened) == 1
