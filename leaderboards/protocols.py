@@ -4,7 +4,7 @@ methods, attacks and metrics shared one prompt list) beside a run under it, as a
 For each concept, method and ASR stage under ``ft``: each protocol's mean ± 95 % half-width over the seeds
 the new run has (Student-t over seeds; one seed: its bootstrap interval over prompts), and new − old with the half-widths combined
 in quadrature (independent runs). ``esd+meta − esd`` rows: ESD+meta's advantage, paired by seed within each
-protocol (over every seed each protocol ran). The two protocols score different eval prompts, so a difference is the whole protocol's effect.
+protocol, on the seeds the new run has. The two protocols score different eval prompts, so a difference is the whole protocol's effect.
 
     python leaderboards/protocols.py RUN_DIR... [--old leaderboards/toy-shared-prompts.csv]
 """
@@ -30,8 +30,10 @@ def summary(values: pd.DataFrame) -> tuple[float, float, int]:
     return mean, half, len(values)
 
 
-def advantage(df: pd.DataFrame, concept: str, stage: str, a: str = "esd+meta", b: str = "esd"):
-    """ESD+meta − ESD, paired by seed: (mean, half-width, seeds), or None if no seed has both."""
+def advantage(df: pd.DataFrame, concept: str, stage: str, seeds=None, a: str = "esd+meta", b: str = "esd"):
+    """ESD+meta − ESD, paired by seed (of ``seeds``, default all): (mean, half-width, seeds), or None if no seed
+    has both."""
+    df = df if seeds is None else df[df.seed.isin(seeds)]
     g = df[(df.concept == concept) & (df.stage == stage)].pivot_table(index="seed", columns="method", values="value")
     if a not in g or b not in g:
         return None
@@ -79,7 +81,8 @@ def main():
                 n = summary(cell["new"])
                 print(f"| {concept} | {method} | {stage} | {fmt(o)} | {fmt(n)} | {diff(n, o)} |")
         for stage in STAGES:
-            o, n = advantage(frames["old"], concept, stage), advantage(frames["new"], concept, stage)
+            new_seeds = set(frames["new"][frames["new"].concept == concept].seed)
+            o, n = advantage(frames["old"], concept, stage, new_seeds), advantage(frames["new"], concept, stage)
             if n is not None:
                 print(f"| {concept} | esd+meta − esd | {stage} | {fmt(o)} | {fmt(n)} | {diff(n, o)} |")
 
