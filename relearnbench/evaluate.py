@@ -99,17 +99,29 @@ class Evaluation:
 
     def contact_sheet(self, width: int = 8):
         """The images already sampled at this stage, a row each of forget, related and unrelated (the
-        first image of each prompt, ``width`` at most), as one float [3,H,W] grid; None if none were."""
+        first image of each prompt, ``width`` at most), as one float [3,H,W] grid, a forget image the judge
+        flags framed red; and each row's prompts with the flags. (None, {}) if none were sampled."""
         import torch
         from torchvision.utils import make_grid
 
-        rows = [self._images[w][0][::max(1, self._per_prompt(w))][:width] for w in ("forget", "related", "unrelated")
-                if w in self._images]
+        rows, sheet = [], {}
+        for w in ("forget", "related", "unrelated"):
+            if w in self._images:
+                images, texts, _ = self._images[w]
+                step = max(1, self._per_prompt(w))
+                row, sheet[w] = images[::step][:width].clone(), texts[::step][:width]
+                if w == "forget" and self.judge is not None:
+                    flagged = self.judge.flags(row, self.concept).bool().cpu()
+                    red = torch.tensor([1.0, 0.0, 0.0])[:, None]
+                    row[flagged, :, 0, :] = row[flagged, :, -1, :] = red
+                    row[flagged, :, :, 0] = row[flagged, :, :, -1] = red
+                    sheet["flagged"] = flagged.tolist()
+                rows.append(row)
         if not rows:
-            return None
+            return None, {}
         n = max(len(r) for r in rows)
         padded = [torch.cat([r, torch.ones(n - len(r), *r.shape[1:])]) for r in rows]
-        return make_grid(torch.cat(padded), nrow=n, padding=1, pad_value=1.0)
+        return make_grid(torch.cat(padded), nrow=n, padding=1, pad_value=1.0), sheet
 
     def _per_prompt(self, which: str) -> int:
         return self.config.images_per_prompt if which == "forget" else self.config.benign_images_per_prompt

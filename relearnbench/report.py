@@ -63,11 +63,11 @@ def image_sheets(df, run_dir: pathlib.Path, out: pathlib.Path) -> list[dict]:
     """Per cell: the contact sheet before the attack and after its last step."""
     cells = []
     for key, g in df.groupby(["model", "concept", "method", "attack", "seed"], sort=False):
-        sheets = {}
+        sheets, rows = {}, {}
         for stage, s in g.groupby("stage"):
             info = json.loads(s["info"].iloc[0] or "{}")
             if "images" in info and (run_dir / info["images"]).exists():
-                sheets[stage] = run_dir / info["images"]
+                sheets[stage], rows[stage] = run_dir / info["images"], info.get("sheet", {})
         post = sorted((st for st in sheets if st.startswith("post")), key=T.stage_order)
         if "pre" not in sheets or not post:
             continue
@@ -76,7 +76,8 @@ def image_sheets(df, run_dir: pathlib.Path, out: pathlib.Path) -> list[dict]:
             name = f"cell-{'-'.join(map(str, key))}-{label}.png".replace("/", "_").replace("+", "_")
             shutil.copyfile(sheets[stage], out / name)
             names[label] = name
-        cells.append({"key": key, "before": names["before"], "after": names["after"], "after_stage": post[-1]})
+        cells.append({"key": key, "before": names["before"], "after": names["after"], "after_stage": post[-1],
+                      "rows": {"before": rows["pre"], "after": rows[post[-1]]}})
     return cells
 
 
@@ -131,6 +132,18 @@ def failed_cells(cells) -> str:
             f"<code>relearnbench table --failed --traceback</code> shows why.</p><ul>{rows}</ul>")
 
 
+def _sheet_caption(sheet: dict) -> str:
+    """Each row's prompts, left to right, and the forget images the judge flagged (framed red in the PNG)."""
+    lines = []
+    for which in ("forget", "related", "unrelated"):
+        if which in sheet:
+            marks = sheet.get("flagged") if which == "forget" else None
+            texts = [html.escape(t) + (" <b style='color:#c00'>[flagged]</b>" if marks and marks[i] else "")
+                     for i, t in enumerate(sheet[which])]
+            lines.append(f"<br><small><b>{which}:</b> {' · '.join(texts)}</small>")
+    return "".join(lines)
+
+
 def write_report(run_dir: str, out: str | None = None) -> pathlib.Path:
     run = pathlib.Path(run_dir)
     df, cells_frame = T.load([str(run)])
@@ -157,14 +170,15 @@ def write_report(run_dir: str, out: str | None = None) -> pathlib.Path:
                   for t, n in plots]
     if cells:
         parts.append("<h2>Images per cell</h2><p>Rows: forget prompts, related benign, unrelated benign "
-                     "(first image of each prompt).</p><div class='cells'>")
+                     "(first image of each prompt; a red frame: the judge flagged it).</p><div class='cells'>")
         for c in cells:
             model, concept, method, attack, seed = c["key"]
             parts.append(f"<div class='cell'><b>{html.escape(method)}</b> × {html.escape(attack)} · "
                          f"{html.escape(concept)} · seed {seed}<br>"
-                         f"<figure><img class='sheet' src='{c['before']}'><figcaption>before (pre)</figcaption></figure>"
+                         f"<figure><img class='sheet' src='{c['before']}'><figcaption>before (pre)"
+                         f"{_sheet_caption(c['rows']['before'])}</figcaption></figure>"
                          f"<figure><img class='sheet' src='{c['after']}'><figcaption>after "
-                         f"({html.escape(c['after_stage'])})</figcaption></figure></div>")
+                         f"({html.escape(c['after_stage'])}){_sheet_caption(c['rows']['after'])}</figcaption></figure></div>")
         parts.append("</div>")
     parts += [provenance(run, cells_frame), "</body></html>"]
     page = dest / "index.html"

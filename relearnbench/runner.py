@@ -212,11 +212,13 @@ def evaluate_stage(p: Plan, model, concept_name: str, ctx: Context, stage: str, 
         if only is None or name in only:
             scores += metric.compute(ev)
     seconds = time.perf_counter() - t0
-    grid, sheet = ev.contact_sheet(), None  # one PNG per evaluated stage, for the report
+    grid, rows = ev.contact_sheet()  # one PNG per evaluated stage, for the report
+    sheet = {}
     if grid is not None and ctx.artifacts is not None:
-        sheet = ctx.artifacts.relative(ctx.artifacts.save_png("images", digest({**cell, "stage": stage}), grid))
+        png = ctx.artifacts.save_png("images", digest({**cell, "stage": stage}), grid)
+        sheet = {"images": ctx.artifacts.relative(png), "sheet": rows}
     for s in scores:
-        s.info = {**s.info, "sample_seconds": round(ev.sample_seconds, 3), **({"images": sheet} if sheet else {})}
+        s.info = {**s.info, "sample_seconds": round(ev.sample_seconds, 3), **sheet}
     for s in scores:
         if not math.isfinite(s.value):
             raise FloatingPointError(f"metric {s.metric} is {s.value} at stage {stage}")

@@ -64,3 +64,27 @@ def test_report_explains_metrics_lists_failed_cells_and_provenance(tmp_path, run
     assert "<th>method dummy</th>" in page and "Failed cells" not in page
     failed = open(run_cli("report", tmp_path / "failed", check=True).stdout.strip()).read()
     assert "<h2>Failed cells (1)</h2>" in failed and "dummy method failed on purpose" in failed
+
+
+def test_image_sheets_carry_prompts_and_judge_marks(tmp_path, run_cli):
+    """The toy model at 10 DDIM steps draws triangles the judge flags: those images get a red frame in the
+    sheet, and the page names each row's prompts and marks the flagged ones."""
+    import json
+    import sqlite3
+
+    import numpy as np
+    from PIL import Image
+
+    out = tmp_path / "run"
+    run_cli("run", "--concepts", "triangle", "--methods", "none", "--attacks", "none", "--metrics", "asr",
+            "--set", "sample.images_per_prompt=1", "--set", "sample.steps=10", "--out", out, check=True)
+    with sqlite3.connect(out / "results.sqlite") as db:
+        info = json.loads(db.execute("SELECT info FROM records WHERE stage = 'pre'").fetchone()[0])
+    flagged = info["sheet"]["flagged"]
+    assert len(flagged) == len(info["sheet"]["forget"]) == 8 and any(flagged)
+    sheet = np.asarray(Image.open(out / info["images"]).convert("RGB")).astype(int)
+    for i, f in enumerate(flagged):  # make_grid: 1 px padding, 32 px images
+        top = sheet[1, 1 + i * 33: 33 + i * 33]
+        assert ((top == [255, 0, 0]).all(axis=1).all()) == f, i
+    page = open(run_cli("report", out, check=True).stdout.strip()).read()
+    assert f"<b>forget:</b> {info['sheet']['forget'][0]}" in page and "[flagged]" in page
