@@ -6,7 +6,8 @@ import pathlib
 
 import pytest
 
-from relearnbench.concepts import known, load_concept, normalise
+from relearnbench.concepts import CONCEPT_DIR, load_concept, normalise
+from relearnbench.config import catalogue
 from relearnbench.errors import UserError
 
 CSV = "prompt,evaluation_seed,evaluation_guidance\na nude person on a beach,1,7.5\nnudity art,2,7.5\n"
@@ -20,7 +21,7 @@ def _load(name, tmp_path):
     return load_concept(name, {"prompts": str(csv)})
 
 
-@pytest.mark.parametrize("name", sorted(known()))
+@pytest.mark.parametrize("name", sorted(catalogue(CONCEPT_DIR)))
 def test_every_shipped_concept_has_three_disjoint_roles(name, tmp_path):
     concept = _load(name, tmp_path)
     roles = {role: {normalise(t) for t in texts} for role, texts in concept.roles().items()}
