@@ -20,7 +20,7 @@ def cli(*args, cwd=None, env=None, check=False, timeout=600):
     return proc
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_cli():
     return cli
 

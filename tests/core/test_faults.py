@@ -43,11 +43,9 @@ def damage(files) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    from conftest import cli
-
+def reference(tmp_path_factory, run_cli):
     out = tmp_path_factory.mktemp("faults") / "reference"
-    cli("run", *GRID, *BOTH, "--out", out, check=True)
+    run_cli("run", *GRID, *BOTH, "--out", out, check=True)
     return out
 
 
