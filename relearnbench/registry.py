@@ -186,7 +186,7 @@ def load_plugin(module: str) -> None:
     import sys
 
     def count() -> int:
-        return sum(len(r._entries) + len(r._suffixes) for r in REGISTRIES.values())
+        return sum(len(r._entries) + len(r._wrappers) for r in REGISTRIES.values())
 
     before, path = count(), pathlib.Path(module)
     try:

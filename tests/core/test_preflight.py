@@ -51,7 +51,9 @@ def test_every_missing_file_is_listed_at_once(tmp_path, run_cli):
     assert "hf download laion/CLIP-ViT-B-32-laion2B-s34B-b79K open_clip_model.safetensors" in text
     assert f"no ResNet-50 weights at {home}/torch/hub/checkpoints/resnet50-0676ba61.pth" in text
     assert "huggingface-cli" not in text
-    assert len(text.strip().splitlines()) == 1 + 8 + 1 + 1 + 1  # the header, 8 missing model files, fit, CLIP, ResNet
+    assert f"no ResNet-50 weights at {home}/torch/hub/checkpoints/resnet50-11ad3fa6.pth" in text  # sd14: V2
+    # the header, 8 missing model files, fit, CLIP, ResNet-50 V1 (toy scale) and V2 (the folder, sd14 scale)
+    assert len(text.strip().splitlines()) == 1 + 8 + 1 + 1 + 2
 
 
 def test_a_hub_model_not_in_the_cache_names_hf_download(tmp_path, run_cli):
