@@ -22,8 +22,7 @@ def seen_by(name, build, ctx, monkeypatch, concept, tmp_path):
     # a method that reads a file the user names (``checkpoint``) gets the tiny model's own UNet
     file = tmp_path / "unet.safetensors"
     save_file(tiny_model().unet.state_dict(), str(file))
-    cls = METHODS.get(name)
-    base = getattr(cls, "base_cls", cls)
+    base = METHODS.get(name.split("+")[0])  # a wrapper is built around its base (config.build)
     paths = {base.config_name: {"path": str(file)}} if "path" in getattr(base.Config, "__dataclass_fields__", {}) else {}
     model = tiny_model()
     spy = DataSpy(monkeypatch, model.tokenizer)
