@@ -82,6 +82,7 @@ def test_values_are_published_percentages_or_say_not_published(text):
 TOY_CSV = PAPER_TABLE.parent / "toy.csv"
 
 
+@pytest.mark.slow  # 65 s on 2 cores: a fresh base-model run of both toy concepts
 def test_toy_table_regenerates(run_cli, tmp_path):
     """The base-model rows of the committed toy leaderboard come out of a fresh run on this machine: every
     asr / related value within one image (100/32 %, 100/64 %) or the record's own interval, whichever is wider

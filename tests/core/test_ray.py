@@ -26,6 +26,7 @@ def test_ray_grid_matches_local_and_rerun_submits_nothing(tmp_path, run_cli):
     assert "submitted" not in again.stderr and "4 already finished" in again.stderr
 
 
+@pytest.mark.slow  # 40 s on 2 cores; test_ray_grid_matches_local_and_rerun_submits_nothing stays fast
 def test_killed_worker_is_retried_and_grid_completes(tmp_path, run_cli):
     out = tmp_path / "ray"
     args = [*ARGS, "--set", "dummy_attack.seconds=1.5", "--executor", "ray", "--out", str(out)]

@@ -64,6 +64,7 @@ def renders_stably(toy, prompt: str) -> bool:
     return at >= 12 and above >= at - 2
 
 
+@pytest.mark.slow  # 65 s a concept on 2 cores; test_the_check_catches_a_prompt_rendered_on_an_edge stays fast
 @pytest.mark.parametrize("name", ["triangle", "striped"])
 def test_benign_prompts_are_rendered_stably_by_the_original_model(name, toy):
     unstable = [p for p in load_concept(name).benign if not renders_stably(toy, p)]
