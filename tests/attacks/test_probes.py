@@ -9,7 +9,7 @@ from relearnbench.attacks.completion import probe_jobs, sources
 from relearnbench.attacks.inpaint import centre_mask, paste_known
 from relearnbench.diffusion import decode_latents, encode_images, generate, posterior_std, sample
 from relearnbench.evaluate import SampleConfig
-from relearnbench.models import TOY_DIR
+from relearnbench.toy import TOY_DIR
 from relearnbench.testing import tiny_model
 
 
