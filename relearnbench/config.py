@@ -127,15 +127,21 @@ def make_config(config_cls, namespace: str, *layers: dict) -> Any:
     return config_cls(**values)
 
 
+def preset_path(plugin_cls) -> pathlib.Path | None:
+    """The TOML presets beside a plugin's module (``methods/esd.toml``), if any."""
+    try:
+        path = pathlib.Path(inspect.getfile(plugin_cls)).with_suffix(".toml")
+    except TypeError:
+        return None
+    return path if path.exists() else None
+
+
 def preset_file_layer(plugin_cls, scale: str, sub: str | None = None) -> dict:
     """The ``[scale]`` table of the TOML file beside the plugin's module (``methods/esd.toml``). A
     shared file holds several plugins' presets in sub-tables (``[toy.ft]``, ``[toy.lora]``); a
     wrapper's file holds one per base it wraps (``[toy.uce]`` of meta.toml), which ``sub`` names."""
-    try:
-        path = pathlib.Path(inspect.getfile(plugin_cls)).with_suffix(".toml")
-    except TypeError:
-        return {}
-    if not path.exists():
+    path = preset_path(plugin_cls)
+    if path is None:
         return {}
     with path.open("rb") as f:
         table = tomllib.load(f).get(scale, {})

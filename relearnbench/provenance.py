@@ -5,9 +5,9 @@ for every key of every ``[sd14...]`` table."""
 
 from __future__ import annotations
 
-import inspect
-import pathlib
 import re
+
+from relearnbench.config import preset_path
 
 SOURCE = re.compile(r"#\s*((?:published|ours):\s*\S.*)$")
 KEY = re.compile(r"^([A-Za-z0-9_\-]+)\s*=")
@@ -32,15 +32,6 @@ def sources(text: str) -> dict[tuple[str, str], str | None]:
             own = SOURCE.search(line)
             out[(table, KEY.match(stripped).group(1))] = own.group(1) if own else block
     return out
-
-
-def preset_path(plugin_cls) -> pathlib.Path | None:
-    """The TOML presets beside a plugin's module (``methods/esd.toml``), if any."""
-    try:
-        path = pathlib.Path(inspect.getfile(plugin_cls)).with_suffix(".toml")
-    except TypeError:
-        return None
-    return path if path.exists() else None
 
 
 def source_of(plugin_cls, tables: list[str], key: str) -> tuple[str, str | None] | None:

@@ -15,17 +15,21 @@ KINDS = ("methods", "attacks", "metrics", "judges")
 
 
 def field_comments(config_cls) -> dict[str, str]:
-    """{field: its end-of-line comment} from the source of ``config_cls`` and the classes it extends."""
+    """{field: its comment, at the end of its line or in the comment lines right above it} from the source
+    of ``config_cls`` and the dataclasses it extends (the test that every field is commented reads this too)."""
     out: dict[str, str] = {}
     for klass in config_cls.__mro__:
-        try:
-            source = inspect.getsource(klass)
-        except (OSError, TypeError):
+        if not dataclasses.is_dataclass(klass):
             continue
-        for line in source.splitlines():
-            m = re.match(r"\s+(\w+)\s*:[^#]*#\s*(.*)$", line)
-            if m:
-                out.setdefault(m.group(1), m.group(2).strip())
+        above: list[str] = []
+        for line in (line.strip() for line in inspect.getsource(klass).splitlines()):
+            if line.startswith("#"):
+                above.append(line.lstrip("# "))
+                continue
+            m = re.match(r"(\w+)\s*:[^#]*(?:#\s*(.*))?$", line)
+            if m and (m.group(2) or above):
+                out.setdefault(m.group(1), (m.group(2) or " ".join(above)).strip())
+            above = []
     return out
 
 

@@ -2,13 +2,13 @@
 one-line comment saying what it is: the --set reference is read from these comments."""
 
 import dataclasses
-import inspect
 
 import pytest
 
 from relearnbench.evaluate import SampleConfig
 from relearnbench.models import ModelConfig
 from relearnbench.registry import REGISTRIES
+from relearnbench.show import field_comments
 
 
 def configs():
@@ -25,17 +25,9 @@ def configs():
 
 
 def commented(config) -> set[str]:
-    """Fields with a comment at the end of their line or on the line above, in the class or a base."""
-    out = set()
-    for cls in config.__mro__:
-        if not dataclasses.is_dataclass(cls):
-            continue
-        lines = [line.strip() for line in inspect.getsource(cls).splitlines()]
-        for above, line in zip([""] + lines, lines):
-            name = line.partition(":")[0]
-            if name.isidentifier() and ("  # " in line or above.startswith("#")):
-                out.add(name)
-    return out
+    """Fields with a comment at the end of their line or on the line above, in the class or a base:
+    what ``relearnbench show`` prints beside each key."""
+    return set(field_comments(config))
 
 
 @pytest.mark.parametrize("name,config", sorted(configs().items()))
