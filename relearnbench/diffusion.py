@@ -189,14 +189,17 @@ def posterior_std(model: Model, t: int, t_next: Optional[int]) -> float:
 
 
 # -- sampling images --------------------------------------------------------------------------
-def image_jobs(prompts: Sequence[Prompt], n_per_prompt: int, seed: int, guidance: float) -> list[tuple[str, float, int]]:
-    """(text, guidance, generator seed) of every image, prompt-major, as ``sample``'s ddim sampler seeds them:
-    image j of prompt i uses seed ``prompt.seed`` (or ``seed`` · 100003 + i) · 1000 + j."""
+def image_jobs(prompts: Sequence[Prompt], n_per_prompt: int, seed: int, guidance: float,
+               sampler: str = "ddim") -> list[tuple[str, float, int]]:
+    """(text, guidance, generator seed) of every image, prompt-major, as ``sample`` seeds them: image j of
+    prompt i uses base = ``prompt.seed`` (or ``seed`` · 100003 + i), seed base · 1000 + j for ``ddim`` and
+    base + 100003 · j for ``unlearndiffatk`` (whose one image per prompt is its file seed itself)."""
     jobs = []
     for i, p in enumerate(prompts):
         base = p.seed if p.seed is not None else seed * 100003 + i
         g = p.guidance if p.guidance is not None else guidance
-        jobs += [(p.text, g, base * 1000 + j) for j in range(n_per_prompt)]
+        seeds = [base * 1000 + j if sampler == "ddim" else base + 100003 * j for j in range(n_per_prompt)]
+        jobs += [(p.text, g, s) for s in seeds]
     return jobs
 
 
@@ -242,22 +245,15 @@ def sample(model: Model, prompts: Sequence[Prompt], n_per_prompt: int, *, steps:
     if sampler not in ("ddim", "unlearndiffatk"):
         raise ValueError(f"sampler {sampler!r}: expected ddim or unlearndiffatk")
     pipe = pipeline(model, steps, "ddim" if sampler == "ddim" else "lms")
-    jobs = []  # (index, text, guidance, generator seed)
-    for i, p in enumerate(prompts):
-        base = p.seed if p.seed is not None else seed * 100003 + i
-        g = p.guidance if p.guidance is not None else guidance
-        seeds = [base * 1000 + j for j in range(n_per_prompt)] if sampler == "ddim" else \
-            [base + 100003 * j for j in range(n_per_prompt)]
-        jobs += [(len(jobs) + j, p.text, g, s) for j, s in enumerate(seeds)]
-    c, h = model.unet.config.in_channels, model.unet.config.sample_size
+    # (index, text, guidance, generator seed)
+    jobs = [(k, *job) for k, job in enumerate(image_jobs(prompts, n_per_prompt, seed, guidance, sampler))]
     images = torch.empty((len(jobs), 3, model.resolution, model.resolution))
     chunks = [jobs[k:k + batch_size] for k in range(0, len(jobs), batch_size)]
     for chunk in (progress.track(chunks, description="sampling") if progress is not None else chunks):
         for g in sorted({j[2] for j in chunk}):  # the pipeline takes one guidance scale per call
             part = [j for j in chunk if j[2] == g]
             # torch.manual_seed(s) then randn draws what a fresh generator seeded s draws
-            latents = torch.stack([torch.randn((c, h, h), generator=torch.Generator().manual_seed(s))
-                                   for *_, s in part])
+            latents = initial_noise(model, [torch.Generator().manual_seed(s) for *_, s in part])
             with frozen_dtype(model):
                 imgs = pipe([j[1] for j in part], num_inference_steps=steps, guidance_scale=g,
                             latents=latents.to(model.unet.device, model.unet.dtype), output_type="pt",
