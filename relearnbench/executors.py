@@ -9,13 +9,12 @@ attack of that group, which reuses the unlearned artifact. Only this process wri
 from __future__ import annotations
 
 import collections
-import itertools
 import os
 import sys
 import threading
 
 from relearnbench.errors import UserError
-from relearnbench.runner import Outcome, attack_job, cached_plan, pending, unlearn_job, write_result
+from relearnbench.runner import Outcome, attack_job, cached_plan, groups, pending, unlearn_job, write_result
 from relearnbench.spec import Spec, spec_dict
 from relearnbench.store import Artifacts, Store
 
@@ -28,9 +27,7 @@ def run_local(spec: Spec, store: Store, retry_failed: bool = False, progress=Non
         return run_jobs(spec, store, spec.jobs or default_jobs(spec), retry_failed, progress)
     outcome = Outcome(skipped=sum(1 for _ in spec.cells()) - len(todo))
     grid = progress.add("grid", total=len(todo)) if progress else None
-    # cells arrive grouped by (model, concept, method, seed): unlearning runs once per group
-    for group, cells in itertools.groupby(todo, key=lambda c: (c[0], c[1], c[2], c[4])):
-        cells = list(cells)
+    for group, cells in groups(todo).items():  # unlearning runs once per (model, concept, method, seed)
         model, concept, method, seed = group
         try:
             if progress:
@@ -135,7 +132,7 @@ def run_jobs(spec: Spec, store: Store, jobs: int, retry_failed: bool = False, pr
     outcome = Outcome(skipped=sum(1 for _ in spec.cells()) - len(todo))
     if not todo:
         return outcome
-    groups = {g: list(cells) for g, cells in itertools.groupby(todo, key=lambda c: (c[0], c[1], c[2], c[4]))}
+    by_group = groups(todo)
     gpus = gpu_list(spec)
     jobs = min(jobs, len(todo), len(gpus) or jobs)
     ctx = multiprocessing.get_context("spawn")  # a fork of a process with torch's threads can hang
@@ -147,7 +144,7 @@ def run_jobs(spec: Spec, store: Store, jobs: int, retry_failed: bool = False, pr
     threads = 1 if gpus else max(1, cores() // jobs)
     artifacts, spec_d = Artifacts(store.artifacts.root.resolve()), spec_dict(spec)
     bar = progress.add(f"grid ({jobs} jobs)", total=len(todo)) if progress else None
-    waiting, ready, running = collections.deque(groups), collections.deque(), {}
+    waiting, ready, running = collections.deque(by_group), collections.deque(), {}
     pool = cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_start_worker, initargs=(threads, slots))
     try:
         while waiting or ready or running:
@@ -167,13 +164,13 @@ def run_jobs(spec: Spec, store: Store, jobs: int, retry_failed: bool = False, pr
                     raise RuntimeError("a worker process died (out of memory?); rerun the same command to "
                                        "resume: finished cells are kept") from exc
                 except Exception as exc:  # a plugin that raises loses its cells only; the grid goes on
-                    for cell in (groups[key] if kind == "unlearn" else [key]):
+                    for cell in (by_group[key] if kind == "unlearn" else [key]):
                         write_result(store, p, cell, [], exc, outcome)
                         if progress:
                             progress.advance(bar)
                     continue
                 if kind == "unlearn":
-                    ready.extend((cell, *result) for cell in groups[key])
+                    ready.extend((cell, *result) for cell in by_group[key])
                 else:
                     records, attack_used = result
                     write_result(store, p, key, records, None, outcome, {**used, **attack_used})

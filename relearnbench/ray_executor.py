@@ -10,14 +10,13 @@
 
 from __future__ import annotations
 
-import itertools
 import sys
 import pathlib
 import uuid
 
 from relearnbench.errors import UserError
 from relearnbench.executors import worker_spec
-from relearnbench.runner import Outcome, attack_job, cached_plan, pending, unlearn_job, write_result
+from relearnbench.runner import Outcome, attack_job, cached_plan, groups, pending, unlearn_job, write_result
 from relearnbench.spec import Spec, spec_dict
 from relearnbench.store import Artifacts, Store
 
@@ -85,12 +84,12 @@ def run_ray(spec: Spec, store: Store, retry_failed: bool = False, quiet: bool = 
     attack_task = ray.remote(**opts)(_attack)
     artifacts, spec_d = Artifacts(store.artifacts.root.resolve()), spec_dict(spec)
     refs = {}
-    for group, cells in itertools.groupby(todo, key=lambda c: (c[0], c[1], c[2], c[4])):
+    by_group = groups(todo)
+    for group, cells in by_group.items():
         u = unlearn_task.remote(spec_d, artifacts, *group)
         for cell in cells:
             refs[attack_task.remote(spec_d, artifacts, cell, u)] = cell
-    n_unlearn = len({(c[0], c[1], c[2], c[4]) for c in todo})
-    print(f"ray: submitted {n_unlearn} unlearning and {len(refs)} attack tasks", file=sys.stderr, flush=True)
+    print(f"ray: submitted {len(by_group)} unlearning and {len(refs)} attack tasks", file=sys.stderr, flush=True)
     from relearnbench.progress import Progress
 
     with Progress(enabled=not quiet) as progress:

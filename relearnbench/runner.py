@@ -401,6 +401,16 @@ def pending(spec: Spec, store: Store, retry_failed: bool) -> list[tuple]:
     return todo
 
 
+def groups(todo: list[tuple]) -> dict[tuple, list[tuple]]:
+    """The cells to run by unlearning job, (model, concept, method, seed) -> its attack cells, wrapped
+    methods first: a wrapper (``esd+meta``) does its base's work and more, so starting the longest jobs
+    first keeps ``--jobs`` workers and Ray tasks from idling behind one long job at the end of a grid."""
+    out: dict[tuple, list[tuple]] = {}
+    for cell in todo:
+        out.setdefault((cell[0], cell[1], cell[2], cell[4]), []).append(cell)
+    return dict(sorted(out.items(), key=lambda item: -item[0][2].count("+")))  # stable: grid order otherwise
+
+
 def check_finished(spec: Spec, store: Store) -> None:
     """Refuse to resume into a run directory whose finished cells were run with other settings than
     this run's: they would be skipped, and their numbers would stand in the table as this run's."""

@@ -41,3 +41,15 @@ def test_jobs_2_gives_the_leaderboard_of_jobs_1(tmp_path, run_cli):
         unlearn = dict(db.execute("SELECT method, seconds FROM records WHERE stage = 'pre'").fetchall())
     split = stages.breakdown(str(two))
     assert abs(split["unlearn"] - sum(unlearn.values())) < 1e-6 and split["sampling"] > 0 and split["scoring"] > 0
+
+
+def test_groups_start_wrapped_methods_first_and_keep_each_groups_cells():
+    from relearnbench.runner import groups
+
+    todo = [("toy", c, m, a, 0) for c in ("triangle", "striped") for m in ("none", "esd", "esd+meta") for a in ("none", "ft")]
+    g = groups(todo)
+    assert list(g) == [("toy", "triangle", "esd+meta", 0), ("toy", "striped", "esd+meta", 0),  # the long jobs first
+                       ("toy", "triangle", "none", 0), ("toy", "triangle", "esd", 0),
+                       ("toy", "striped", "none", 0), ("toy", "striped", "esd", 0)]
+    assert g[("toy", "striped", "esd", 0)] == [("toy", "striped", "esd", "none", 0), ("toy", "striped", "esd", "ft", 0)]
+    assert sorted(c for cells in g.values() for c in cells) == sorted(todo)
