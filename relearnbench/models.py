@@ -23,6 +23,9 @@ from relearnbench.toy import TOY_DIR
 class ModelConfig:
     path: str = ""  # a local diffusers folder; overrides the hub id of sd14 / sd15
     revision: str = ""  # hub cache revision to use ("" = whatever the cache's main points at)
+    # sd14-random only: image side in pixels, a multiple of 64 (0 = SD-1.4's 512). The weights do not depend
+    # on it; its CPU test runs the whole paper-sd14 grid at 64 (a 512 UNet call takes ~20 s on 2 cores)
+    resolution: int = 0
 
 
 def load_model(name: str, config: ModelConfig, device="cpu", dtype=None) -> Model:
@@ -33,7 +36,11 @@ def load_model(name: str, config: ModelConfig, device="cpu", dtype=None) -> Mode
         return load_folder(name, pathlib.Path(name), preset="sd14", device=device, dtype=dtype)
     loader = MODELS.get(name)
     meta = MODELS.meta(name)
-    return loader(name, config, meta, device=device, dtype=dtype)
+    model = loader(name, config, meta, device=device, dtype=dtype)
+    if config.resolution and model.resolution != config.resolution:
+        raise UserError(f"model.resolution={config.resolution}: model {name} draws at {model.resolution} px only "
+                        "(sd14-random takes model.resolution)")
+    return model
 
 
 def load_toy(name, config: ModelConfig, meta: dict, device="cpu", dtype=None) -> Model:
@@ -157,10 +164,13 @@ def load_sd_random(name, config: ModelConfig, meta: dict, device="cpu", dtype=No
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     dtype = dtype or torch.float32
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8,
+    resolution = config.resolution or 512
+    if resolution % 64:  # the VAE halves the side 3 times, then the UNet 3 times
+        raise UserError(f"model.resolution={resolution}: sd14-random needs a multiple of 64")
+    torch.manual_seed(0)  # sample_size is no parameter: the same weights at every resolution
+    unet = UNet2DConditionModel(sample_size=resolution // 8, cross_attention_dim=768, attention_head_dim=8,
                                 block_out_channels=(320, 640, 1280, 1280), layers_per_block=2)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=512, layers_per_block=2,
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=resolution, layers_per_block=2,
                         block_out_channels=(128, 256, 512, 512),
                         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4).to(dtype)
     text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
@@ -170,7 +180,7 @@ def load_sd_random(name, config: ModelConfig, meta: dict, device="cpu", dtype=No
     scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               num_train_timesteps=1000, clip_sample=False)
     return _assemble(name, unet, text_encoder, tokenizer, vae, scheduler, meta.get("preset", "sd14"),
-                     "sd14-random-seed0", device, dtype)
+                     "sd14-random-seed0" + (f"-{resolution}px" if resolution != 512 else ""), device, dtype)
 
 
 def _assemble(name, unet, text_encoder, tokenizer, vae, scheduler, preset, fingerprint, device, dtype) -> Model:

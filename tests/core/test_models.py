@@ -29,3 +29,10 @@ def test_model_loads_components_that_fit(name):
     with torch.no_grad():
         hidden = model.text_encoder(ids)[0]
     assert hidden.shape[-1] == model.unet.config.cross_attention_dim
+
+
+def test_only_sd14_random_takes_a_resolution():
+    with pytest.raises(UserError, match="multiple of 64"):  # refused before the 1 B weights are built
+        load_model("sd14-random", ModelConfig(resolution=100))
+    with pytest.raises(UserError, match="model.resolution=64: model tiny draws at 16 px only"):
+        load_model("tiny", ModelConfig(resolution=64))
