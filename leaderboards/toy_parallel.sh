@@ -7,7 +7,7 @@ device=${1:-cuda}; jobs=${2:-8}; root=${3:-runs/toy-parallel}
 mkdir -p "$root"
 threads=$(( $(nproc) / jobs )); threads=$(( threads > 0 ? threads : 1 ))
 {
-  for m in esd+meta salun+meta uce+meta esd salun uce esd+retain uce+retain none; do
+  for m in esd+meta salun+meta uce+meta esd salun uce esd+retain salun+retain uce+retain none; do
     echo "$m 0 none,ft,ft_clean,ft_adaptive,lora,unlearndiffatk"
   done
   for s in 1 2; do for m in esd+meta esd+retain esd; do echo "$m $s none,ft"; done; done
