@@ -43,9 +43,9 @@ def main(argv=None):
                 continue
             ok = got["asr"].value <= 15 and got["related.related"].value >= 85 and got["related.unrelated"].value >= 85
             cols = [f"{r.value:.1f} ({float(r.lo):.1f}–{float(r.hi):.1f})" for r in got.values()]
-            rows.append((method, key, float(value), concept,
+            rows.append((method, key, concept, float(value),
                          f"| {method} | {key} = {value}{star} | {concept} | " + " | ".join(cols) + f" | {'yes' if ok else 'no'} |"))
-    for *_, line in sorted(rows, key=lambda r: (r[0], r[3], r[2])):
+    for *_, line in sorted(rows):
         print(line)
 
 
