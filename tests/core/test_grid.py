@@ -253,3 +253,19 @@ def test_only_the_driver_opens_the_store(tmp_path, monkeypatch):
     flags = {"methods": "dummy", "attacks": "dummy", "metrics": "dummy", "seeds": "0,1", "jobs": 1}
     outcome = execute(build_spec(None, flags, {}), tmp_path / "run", quiet=True)
     assert outcome.done == 4 and len(opened) == 1
+
+
+@pytest.mark.parametrize("change", [{"steps": 10}, {"guidance": 3.0}])
+def test_the_unlearned_model_key_covers_the_sampler_of_the_generated_training_images(change):
+    """A method's training images from the original model (``train_data = "generate"``, the default) are sampled
+    at ``sample.steps`` and ``sample.guidance``: a run with either changed must unlearn again, not reuse a model
+    trained on other images (it did: the key held neither)."""
+    from relearnbench.runner import plan, unlearn_key
+    from relearnbench.spec import build_spec
+
+    def key(sets):
+        p = plan(build_spec(None, {"methods": "dummy", "attacks": "dummy", "metrics": "dummy"}, sets))
+        return unlearn_key(p, "toy", "triangle", "dummy", 0)
+
+    assert key({}) == key({"sample": {"batch_size": 7}})  # how many images a sampler call holds is not data
+    assert key({}) != key({"sample": change})
