@@ -1,7 +1,9 @@
 """Paired per-seed differences of ASR from a base method along the relearning curve, as a markdown table:
 mean ± 95 % Student-t half-width over the seeds both methods ran, and each seed's difference.
 
-    python leaderboards/paired.py RUN_DIR... [--base esd] [--vs esd+meta,esd+retain] [--attack ft]
+    python leaderboards/paired.py RUN_DIR... [--bases esd,salun,uce] [--attack ft]
+
+Each base method B is set against B+meta and its retain-only control B+retain.
 """
 
 from __future__ import annotations
@@ -34,15 +36,15 @@ def paired(df, base: str, others: list[str], attack: str, metric: str = "asr"):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+")
-    p.add_argument("--base", default="esd")
-    p.add_argument("--vs", default="esd+meta,esd+retain")
+    p.add_argument("--bases", default="esd,salun,uce", help="base methods, each against its +meta and +retain")
     p.add_argument("--attack", default="ft")
     a = p.parse_args()
     records, _ = load(a.runs)
-    print(f"| concept | stage | method | {a.base} ASR % | difference from {a.base} | per seed | seeds |")
+    print("| concept | stage | method | base's ASR % | difference from its base | per seed | seeds |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for row in paired(records, a.base, a.vs.split(","), a.attack):
-        print("| " + " | ".join(map(str, row)) + " |")
+    for base in a.bases.split(","):
+        for row in paired(records, base, [f"{base}+meta", f"{base}+retain"], a.attack):
+            print("| " + " | ".join(map(str, row)) + " |")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ relearnbench table "$@" --long --format csv > "$here/toy.csv"
   relearnbench table "$@" --format md | sed 's/  (.*)\*\*$/**/'
   echo; echo "### Relearning curves (ASR % at each attack step)"
   relearnbench table "$@" --format md --stages all --metrics asr | sed 's/  (.*)\*\*$/**/'
-  echo; echo "### ESD+meta and its control against ESD, paired by seed (ASR % under ft)"
-  echo; python "$here/paired.py" "$@"
+  for attack in ft lora; do
+    echo; echo "### Each +meta and its +retain control against the base method, paired by seed (ASR % under $attack)"
+    echo; python "$here/paired.py" "$@" --attack $attack
+  done
   echo; echo "### Before and under the held-out protocol (ASR % under ft; toy-shared-prompts.csv against this run)"
   echo; python "$here/protocols.py" "$@"
 } > "$here/toy.md.new"
