@@ -74,7 +74,11 @@ def export(run_dir: str, given: dict, out: str, stage: str = "pre", lora: str = 
     if why:
         raise UserError(f"cell {'/'.join(map(str, cell))} was run with other settings than its plugins and files "
                         f"now resolve to ({why}); its model cannot be rebuilt as it was")
-    ukey = unlearn_key(p, model_name, concept, method, cell[4])
+    # the unlearned model the cell's numbers came from, by the key it was stored under: the key code computes
+    # today may differ for a cell run by older code (a new field in it), though the settings are the same
+    used = [path for path in store.artifacts_used(cell)
+            if path.startswith("unlearn/") and path.endswith(".safetensors")]
+    ukey = pathlib.PurePath(used[0]).stem if used else unlearn_key(p, model_name, concept, method, cell[4])
     art = store.artifacts
     state = art.load_tensors("unlearn", ukey, device=spec.device)  # None when absent or damaged
     if state is None:

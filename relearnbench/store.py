@@ -98,6 +98,11 @@ class Store:
         rows = self.db.execute(f"SELECT {','.join(CELL_KEYS)}, config FROM cells WHERE status = 'done'")
         return {tuple(r[:5]): json.loads(r[5] or "{}") for r in rows}
 
+    def artifacts_used(self, cell: tuple) -> dict[str, str]:
+        """The artifacts (relative path -> sha256) a finished cell's numbers came from."""
+        rows = self.db.execute(f"SELECT path, sha256 FROM cell_artifacts WHERE {_where()}", tuple(cell))
+        return dict(rows.fetchall())
+
     def write_cell(self, cell: tuple, records: Iterable[Record], *, status: str, config: dict, config_hash: str,
                    versions: dict, error: str = "", traceback: str = "", artifacts: dict | None = None) -> None:
         """All records of a cell, its status and the artifacts it used (relative path -> sha256) in one

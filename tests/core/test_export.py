@@ -50,6 +50,18 @@ def test_round_trip_scores_identical(exported, to_compvis):
         assert scores(run, f"checkpoint@{name}") == original, name
 
 
+def test_export_takes_the_unlearned_model_the_cell_recorded(exported, monkeypatch):
+    """A cell run by older code keeps its unlearned model under the key of that code: export finds it through the
+    cell's recorded artifacts, not by computing today's key (which moved, e.g., when the key gained a field)."""
+    import relearnbench.runner
+
+    monkeypatch.setattr(relearnbench.runner, "unlearn_key", lambda *a: "a-key-the-code-computes-today")
+    main(["export", str(exported / "run"), "--method", "uce", "--out", str(exported / "uce-again")])
+    name = "unet/diffusion_pytorch_model.safetensors"
+    again, first = load_file(exported / "uce-again" / name), load_file(exported / "uce" / name)
+    assert again.keys() == first.keys() and all(torch.equal(again[k], first[k]) for k in first)
+
+
 def test_model_card_holds_method_settings_and_scores(exported):
     text = (exported / "uce" / "README.md").read_text()
     meta = yaml.safe_load(text.split("---")[1])
