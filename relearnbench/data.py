@@ -56,8 +56,8 @@ def _generated(prompts, n_per_prompt, model, ctx, seed):
     from relearnbench.evaluate import SampleConfig
 
     cfg = ctx.sample_config or SampleConfig()
-    key = hashlib.sha256(json.dumps([model.fingerprint, list(prompts), n_per_prompt, seed, cfg.steps,
-                                     cfg.guidance]).encode()).hexdigest()[:20]
+    key = hashlib.sha256(json.dumps([model.fingerprint, list(prompts), n_per_prompt, seed,
+                                     *cfg.generation().values()]).encode()).hexdigest()[:20]
     captions = [p for p in prompts for _ in range(n_per_prompt)]
     cached = ctx.artifacts.load_tensors("data", key) if ctx.artifacts is not None else None
     if cached is not None:
@@ -65,7 +65,7 @@ def _generated(prompts, n_per_prompt, model, ctx, seed):
     if ctx.base is None:
         raise UserError("generating attack data needs the original model, which this context lacks")
     base = ctx.base()  # the original model, not the unlearned one: the attacker has clean data
-    images = sample(base, [Prompt(p) for p in prompts], n_per_prompt, steps=cfg.steps, guidance=cfg.guidance,
+    images = sample(base, [Prompt(p) for p in prompts], n_per_prompt, **cfg.generation(),
                     seed=seed + 10_000, batch_size=cfg.batch_size, progress=ctx.progress)
     if ctx.artifacts is not None:
         ctx.artifacts.save_tensors("data", key, {"images": images})

@@ -19,6 +19,12 @@ class SampleConfig:
     # auto: unlearndiffatk for a prompt set whose every prompt has a file seed (a prompt CSV), else ddim
     sampler: Literal["ddim", "unlearndiffatk", "auto"] = "ddim"
 
+    def generation(self) -> dict:
+        """What training images sampled from the original model (``relearnbench.data``, source ``generate``)
+        depend on besides their prompts, count and seed: DDIM's steps and guidance (``batch_size`` only groups
+        the sampler's calls). Keys the images' cache and every unlearned model trained on them."""
+        return {"steps": self.steps, "guidance": self.guidance}
+
     def sampler_for(self, prompts: Sequence[Prompt]) -> str:
         if self.sampler != "auto":
             return self.sampler

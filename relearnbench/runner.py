@@ -227,13 +227,11 @@ def evaluate_stage(p: Plan, model, concept_name: str, ctx: Context, stage: str, 
 
 
 def unlearn_key(p: Plan, model: str, concept: str, method: str, seed: int) -> str:
-    sample = p.sample[p.scales[model]]
     return digest({"model": model, "model_config": dataclasses.asdict(p.model_config),
                    "fingerprint": _fingerprint(p, model), "concept": p.concepts[concept].sha256,
                    "method": method, "plugin": p.method(method, model).describe(), "seed": seed,
                    "device": p.spec.device, "dtype": p.spec.dtype,
-                   # the sampler that makes a method's generated training images (relearnbench.data._generated)
-                   "generated": {"steps": sample.steps, "guidance": sample.guidance}})
+                   "generated": p.sample[p.scales[model]].generation()})  # a method's generated training images
 
 
 def _fingerprint(p: Plan, model: str) -> str:
