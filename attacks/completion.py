@@ -72,7 +72,7 @@ class Completion(Attack):
         data: str = ""  # image source: "" = the concept's attack_data, "world", "generate", or a folder
 
     config_name = "completion"
-    version = "1"
+    version = "2"  # 2: both guidance branches in one UNet call (diffusion.denoise: same math, other rounding)
     reads_eval_prompts = True  # it makes the evaluation's forget images, from its forget prompts
 
     def run(self, model: Model, concept: Concept, ctx: Context, evaluate) -> None:

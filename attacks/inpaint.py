@@ -58,7 +58,7 @@ class Inpaint(Completion):
         curve: tuple[int, ...] = (0, 250, 500, 750, 1000)  # mask sides evaluated, per mille of the image side
 
     config_name = "inpaint"
-    version = "1"
+    version = "2"  # 2: both guidance branches in one UNet call (diffusion.denoise: same math, other rounding)
 
     def probe(self, model: Model, jobs, noise, x0, side: float, sc: SampleConfig, ctx: Context) -> torch.Tensor:
         hook = paste_known(model, centre_mask(side, x0.shape[-1]), x0, noise)

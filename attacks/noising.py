@@ -55,7 +55,7 @@ class Noising(Attack):
         prompts: str = "forget"  # prompts sampled: "forget", or "benign" (the control: the attack role's benign prompts)
 
     config_name = "noising"
-    version = "1"
+    version = "2"  # 2: both guidance branches in one UNet call (diffusion.denoise: same math, other rounding)
     reads_eval_prompts = True  # it makes the evaluation's forget images, from its forget prompts
 
     def run(self, model: Model, concept: Concept, ctx: Context, evaluate) -> None:

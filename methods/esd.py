@@ -44,7 +44,7 @@ class ESD(LossMethod):
         max_grad_norm: float = 0.0  # gradient clipping (0 = none, as the reference code)
 
     config_name = "esd"
-    version = "1"
+    version = "2"  # 2: the two guidance branches in one UNet call (x_t and the target: same math, other rounding)
 
     def prepare(self, model: Model, concept: Concept, ctx: Context) -> list:
         cfg_ = self.config
@@ -85,8 +85,8 @@ class ESD(LossMethod):
         g = self.generator
         c = self.c[torch.randint(self.c.shape[0], (self.config.batch_size,), generator=g).to(self.c.device)]
         x_t, t = self._xt(model, c)
-        with torch.no_grad():
-            eps_uncond = predict(self.teacher, x_t, t, self.uncond.expand_as(c))
-            eps_cond = predict(self.teacher, x_t, t, c)
+        with torch.no_grad():  # ε*(x_t, t, ∅) and ε*(x_t, t, c) in one UNet call
+            both = torch.cat([self.uncond.expand_as(c), c])
+            eps_uncond, eps_cond = predict(self.teacher, torch.cat([x_t, x_t]), torch.cat([t, t]), both).chunk(2)
             target = guide(eps_uncond, eps_cond, -self.config.eta)  # ε*(∅) − η (ε*(c) − ε*(∅))
         return F.mse_loss(predict(model.unet, x_t, t, c), target)
