@@ -4,6 +4,7 @@ in every --help, and a `--stages` typo that says which stages exist."""
 import pytest
 
 from relearnbench.cli import cli, main
+from relearnbench.methods.esd import ESD
 
 DUMMY = ["--methods", "dummy", "--attacks", "dummy", "--metrics", "dummy", "--concepts", "triangle"]
 
@@ -33,7 +34,7 @@ def test_show_lists_keys_types_defaults_presets_and_comments(run_cli):
     text = run_cli("show", "esd-x-3", check=True).stdout
     lines = text.splitlines()
     assert lines[0] == "esd-x-3 (method): ESD-x with negative guidance 3"
-    assert lines[1] == "--set esd.KEY=VALUE  (version 1)"
+    assert lines[1] == f"--set esd.KEY=VALUE  (version {ESD.version})"
     assert lines[2].split() == ["key", "type", "default", "toy", "sd14", "comment"]
     rows = {line.split()[0]: line.split() for line in lines[3:]}
     assert rows["train"][:5] == ["train", "'u'|'x'|'f'", "'u'", "'x'", "'x'"]  # the registry's preset at both scales

@@ -255,7 +255,7 @@ def test_only_the_driver_opens_the_store(tmp_path, monkeypatch):
     assert outcome.done == 4 and len(opened) == 1
 
 
-@pytest.mark.parametrize("change", [{"steps": 10}, {"guidance": 3.0}])
+@pytest.mark.parametrize("change", [{"steps": 15}, {"guidance": 3.0}])  # neither the toy default
 def test_the_unlearned_model_key_covers_the_sampler_of_the_generated_training_images(change):
     """A method's training images from the original model (``train_data = "generate"``, the default) are sampled
     at ``sample.steps`` and ``sample.guidance``: a run with either changed must unlearn again, not reuse a model
