@@ -4,6 +4,8 @@ import csv
 import importlib.util
 import io
 import sqlite3
+import subprocess
+import sys
 
 from tests.conftest import ROOT, needs_toy
 
@@ -41,6 +43,22 @@ def test_jobs_2_gives_the_leaderboard_of_jobs_1(tmp_path, run_cli):
         unlearn = dict(db.execute("SELECT method, seconds FROM records WHERE stage = 'pre'").fetchall())
     split = stages.breakdown(str(two))
     assert abs(split["unlearn"] - sum(unlearn.values())) < 1e-6 and split["sampling"] > 0 and split["scoring"] > 0
+    # benchmarks/unchanged.py: a run against its own table has no cell outside; one moved far with a narrow
+    # interval is the one cell reported
+    table = run_cli("table", two, "--long", "--format", "csv", check=True).stdout
+    (tmp_path / "same.csv").write_text(table)
+    rows = list(csv.DictReader(io.StringIO(table)))
+    moved = next(r for r in rows if (r["method"], r["attack"], r["stage"], r["metric"]) == ("esd", "ft", "post@2", "asr"))
+    moved.update(value=float(moved["value"]) + 50, lo=float(moved["value"]) + 49, hi=float(moved["value"]) + 51)
+    with open(tmp_path / "moved.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    script = [sys.executable, str(ROOT / "benchmarks" / "unchanged.py"), str(two), "--old"]
+    same = subprocess.run(script + [str(tmp_path / "same.csv")], capture_output=True, text=True, check=True).stdout
+    assert "all: 0 of " in same
+    out = subprocess.run(script + [str(tmp_path / "moved.csv")], capture_output=True, text=True, check=True).stdout
+    assert "all: 1 of " in out and "| triangle | esd | ft | post@2 | asr | 1 |" in out and "**outside**" in out
 
 
 def test_groups_start_wrapped_methods_first_and_keep_each_groups_cells():
