@@ -9,9 +9,10 @@ unconditional). A model that only steers its text guidance away from the concept
 model whose knowledge of it is gone pulls the image elsewhere.
 
 The start follows diffusers' img2img convention: at strength s the last round(s · steps) of the sampler's
-DDIM steps run and t_start is the first of them (toy, 20 steps: s = 0.25 → t_start 201, 0.5 → 451,
-0.75 → 701, 1 → 951). s = 0 hands back the source through the VAE; s = 1 is almost plain sampling. The
-curve is ASR against s, recorded as ``post@N`` with N = 1000 · s (per mille).
+DDIM steps run and t_start is the first of them (toy, 10 steps: s = 0.25 → 2 steps, Python rounding half to
+even, t_start 101; 0.5 → 401; 0.75 → 701; 1 → 901; at 20 steps 201, 451, 701, 951). s = 0 hands back the
+source through the VAE; s = 1 is almost plain sampling. The curve is ASR against s, recorded as ``post@N`` with
+N = 1000 · s (per mille).
 
 The authors start from the *original* model's own trajectory, interrupted after 0, 1 or 2 of 50 steps, and
 finish it with the erased one. Here a real image is noised to any t_start (SDEdit, Meng et al. 2022), so
