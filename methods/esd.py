@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from relearnbench.api import Concept, Context, LossMethod, Model
-from relearnbench.diffusion import add_noise, ddim_to_step, encode_text_frozen, guide, predict, sample_timesteps
+from relearnbench.diffusion import add_noise, ddim_to_step, encode_text_frozen, guided, predict, sample_timesteps
 from relearnbench.methods.common import encode_set, trainable, training_prompts
 
 
@@ -85,8 +85,6 @@ class ESD(LossMethod):
         g = self.generator
         c = self.c[torch.randint(self.c.shape[0], (self.config.batch_size,), generator=g).to(self.c.device)]
         x_t, t = self._xt(model, c)
-        with torch.no_grad():  # ε*(x_t, t, ∅) and ε*(x_t, t, c) in one UNet call
-            both = torch.cat([self.uncond.expand_as(c), c])
-            eps_uncond, eps_cond = predict(self.teacher, torch.cat([x_t, x_t]), torch.cat([t, t]), both).chunk(2)
-            target = guide(eps_uncond, eps_cond, -self.config.eta)  # ε*(∅) − η (ε*(c) − ε*(∅))
+        with torch.no_grad():
+            target = guided(self.teacher, x_t, t, self.uncond, c, -self.config.eta)  # ε*(∅) − η (ε*(c) − ε*(∅))
         return F.mse_loss(predict(model.unet, x_t, t, c), target)
