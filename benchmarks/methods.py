@@ -6,10 +6,14 @@ to remove: the ratio is what the presets ask each step to compute.
 
     python benchmarks/methods.py                                   # toy, CPU: (a) and (b)
     python benchmarks/methods.py --model sd14-random --device cuda --dtype bf16   # (b) at SD scale
+    python benchmarks/methods.py --methods none --set meta.batch_size=4 --set meta.inner_batch=4  # another preset
 
-Per-step times are differences of two runs with different step counts, so setup (the teacher copy,
-encoding the training images once, SalUn's mask) cancels. On sd14-random the training images come
-from the toy concept's renderer resized to 512 px: the benchmark times the steps, not the data.
+Per-step times are read inside the training loop, so setup (the teacher copy, encoding the training images
+once, SalUn's mask) is not counted. The rows run in turn for several rounds and each step counts its fastest
+round: on a machine whose speed drifts by a third within minutes, the difference of two whole runs (the
+method until 2026-12-02) put a meta step at 1.9x-3.9x an ESD step from one run to the next. FLOPs are
+counted, not timed, and do not drift. On sd14-random the training images come from the toy concept's renderer
+resized to 512 px: the benchmark times the steps, not the data.
 """
 
 from __future__ import annotations
@@ -47,25 +51,53 @@ def timed_unlearn(name: str, base, scale: str, concept, sets: dict, device: str)
     return time.perf_counter() - t0
 
 
-def per_step(name: str, base, scale: str, concept, device: str, namespace: str, extra: dict, k1: int, k2: int,
-             flops: bool = False):
-    """Seconds per (outer) step: the time of a k2-step run minus a k1-step run, over k2 − k1. ``flops``: FLOPs
-    per step instead, counted by torch's FlopCounterMode (convolutions, matmuls and attention, forward and
-    backward) over the same two runs; at the same seed the steps counted draw what the timed steps drew."""
+def step_seconds(name: str, base, scale: str, concept, sets: dict, device: str) -> list[float]:
+    """Seconds of each (outer) step of one unlearning run, read where the loop takes its next step
+    (``ctx.track``): the setup before the loop (the teacher copy, the training images, SalUn's mask) and the
+    release after it are not counted."""
+    import torch
+
+    from relearnbench.api import Context
+    from relearnbench.models import copy_model
+    from relearnbench.runner import seed_everything
+
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    marks: list[float] = []
+
+    def track(iterable, description, total=None):
+        for item in iterable:
+            sync()
+            marks.append(time.perf_counter())
+            yield item
+        sync()
+        marks.append(time.perf_counter())
+
+    ctx = Context(device=device, dtype=None, seed=0, base=lambda: copy_model(base))
+    ctx.track = track
+    seed_everything(0)
+    build(name, scale, sets).unlearn(copy_model(base), concept, ctx)
+    return [b - a for a, b in zip(marks, marks[1:])]
+
+
+def flops_per_step(name: str, base, scale: str, concept, sets: dict, namespace: str, device: str, k1: int,
+                   k2: int) -> float:
+    """FLOPs per (outer) step, counted by torch's FlopCounterMode (convolutions, matmuls and attention, forward
+    and backward): a k2-step run minus a k1-step run, over k2 − k1, so setup cancels; at the same seed these are
+    the steps k1..k2 that the timed runs draw."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    runs = {}
+    counts = {}
     for k in (k1, k2):
-        sets = {ns: dict(v) for ns, v in extra.items()}
-        sets.setdefault(namespace, {})["steps"] = k
-        if flops:
-            with FlopCounterMode(display=False) as counter:
-                timed_unlearn(name, base, scale, concept, sets, device)
-            runs[k] = counter.get_total_flops()
-        else:
-            runs[k] = timed_unlearn(name, base, scale, concept, sets, device)
-            print(f"    {name} {extra or ''}: {k} steps in {runs[k]:.2f} s (setup included)", flush=True)
-    return (runs[k2] - runs[k1]) / (k2 - k1)
+        with FlopCounterMode(display=False) as counter:
+            timed_unlearn(name, base, scale, concept, with_steps(sets, namespace, k), device)
+        counts[k] = counter.get_total_flops()
+    return (counts[k2] - counts[k1]) / (k2 - k1)
+
+
+def with_steps(sets: dict, namespace: str, steps: int) -> dict:
+    out = {ns: dict(v) for ns, v in sets.items()}
+    out.setdefault(namespace, {})["steps"] = steps
+    return out
 
 
 def main():
@@ -76,13 +108,18 @@ def main():
     p.add_argument("--concept", default="triangle")
     p.add_argument("--methods", default=",".join(TOY_METHODS), help="for the whole-run timings (toy only)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    p.add_argument("--steps", default="", help="k1,k2 for the per-step figures (default 5,15 toy; 2,5 sd14)")
+    p.add_argument("--steps", default="", help="k1,k2: steps k1..k2 of k2-step runs are timed and counted "
+                                               "(default 5,15 toy; 2,5 sd14)")
+    p.add_argument("--rounds", type=int, default=0, help="interleaved timing rounds (default 3 toy, 1 sd14)")
     p.add_argument("--orders", default="1,2", help="meta orders to time per step")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="NS.KEY=VALUE",
+                   help="a preset value for every run, as `relearnbench run --set` (e.g. meta.batch_size=8)")
     args = p.parse_args()
 
     import torch
 
     from relearnbench.concepts import load_concept
+    from relearnbench.config import parse_sets
     from relearnbench.models import ModelConfig, load_model
     from relearnbench.registry import MODELS
     from relearnbench.spec import DTYPES
@@ -91,6 +128,7 @@ def main():
         torch.set_num_threads(args.threads)
     scale = MODELS.meta(args.model).get("preset", "sd14") if args.model in MODELS else "sd14"
     dtype = getattr(torch, DTYPES[args.dtype])
+    sets = parse_sets(args.sets)
     t0 = time.perf_counter()
     base = load_model(args.model, ModelConfig(), device=args.device, dtype=dtype)
     concept = load_concept(args.concept)
@@ -102,31 +140,39 @@ def main():
     if scale == "toy":
         print("\n(a) whole unlearning run with the toy preset (seconds)")
         for name in args.methods.split(","):
-            print(f"  {name:<14} {timed_unlearn(name, base, scale, concept, {}, args.device):7.1f}", flush=True)
+            print(f"  {name:<14} {timed_unlearn(name, base, scale, concept, sets, args.device):7.1f}", flush=True)
 
     k1, k2 = map(int, args.steps.split(",")) if args.steps else ((5, 15) if scale == "toy" else (2, 5))
-    print(f"\n(b) seconds per step, {scale} presets (runs of {k1} and {k2} steps)")
-    esd = per_step("esd", base, scale, concept, args.device, "esd", {}, k1, k2)
-    esd_flops = per_step("esd", base, scale, concept, args.device, "esd", {}, k1, k2, flops=True)
-    print(f"  esd (x_t sampled as the preset)  {esd:8.3f}   {esd_flops / 1e9:7.2f} GFLOP", flush=True)
+    rounds = args.rounds or (3 if scale == "toy" else 1)
+    print(f"\n(b) seconds and FLOPs per step, {scale} presets: steps {k1}..{k2} of {k2}-step runs, each step's "
+          f"fastest of {rounds} interleaved round(s)")
     # esd+retain (ESD's step plus the retain terms at θ) splits the meta step's cost: the rest is the simulated
     # finetune and the terms at θ_FT
-    rows = [("esd+retain", "esd+retain", {})] + [
-        (f"esd+meta, order {o}", "esd+meta", {"meta": {"order": int(o)}}) for o in args.orders.split(",")]
-    for label, name, extra in rows:
-        try:
-            meta = per_step(name, base, scale, concept, args.device, "meta", extra, k1, k2)
-        except torch.OutOfMemoryError as e:  # order 2 keeps every inner step's graph
-            print(f"  {label:<32} out of memory ({str(e).splitlines()[0][:80]})")
-            torch.cuda.empty_cache()
-            continue
-        meta_flops = per_step(name, base, scale, concept, args.device, "meta", extra, k1, k2, flops=True)
+    rows = [("esd (x_t sampled as the preset)", "esd", "esd", sets), ("esd+retain", "esd+retain", "meta", sets)] + [
+        (f"esd+meta, order {o}", "esd+meta", "meta", {**sets, "meta": {**sets.get("meta", {}), "order": int(o)}})
+        for o in args.orders.split(",")]
+    # the rows in turn, round after round: a slow spell of the machine (this one's speed drifts within minutes)
+    # falls on one round of every row, and each step's fastest round leaves it out
+    times: dict[str, list[list[float]]] = {label: [] for label, *_ in rows}
+    for _ in range(rounds):
+        for label, name, ns, extra in list(rows):
+            try:
+                times[label].append(step_seconds(name, base, scale, concept, with_steps(extra, ns, k2), args.device))
+            except torch.OutOfMemoryError as e:  # order 2 keeps every inner step's graph
+                print(f"  {label:<32} out of memory ({str(e).splitlines()[0][:80]})")
+                torch.cuda.empty_cache()
+                rows = [r for r in rows if r[0] != label]
+                del times[label]
+    esd = esd_flops = None
+    for label, name, ns, extra in rows:
+        seconds = sum(map(min, list(zip(*times[label]))[k1:k2])) / (k2 - k1)
+        flops = flops_per_step(name, base, scale, concept, extra, ns, args.device, k1, k2)
+        esd, esd_flops = esd or seconds, esd_flops or flops
         # the time ratio against the FLOP ratio: where they agree, the step spends its time in the work it asks for
-        print(f"  {label:<32} {meta:8.3f}   {meta_flops / 1e9:7.2f} GFLOP   ratio to esd {meta / esd:5.2f}x "
-              f"(FLOPs {meta_flops / esd_flops:5.2f}x)", flush=True)
+        ratio = f"ratio to esd {seconds / esd:5.2f}x (FLOPs {flops / esd_flops:5.2f}x)" if name != "esd" else ""
+        print(f"  {label:<32} {seconds:8.3f} s {flops / 1e9:8.2f} GFLOP   {ratio}", flush=True)
         if args.device.startswith("cuda"):
             print(f"    peak GPU memory so far {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
-
 
 if __name__ == "__main__":
     main()
