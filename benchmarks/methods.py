@@ -12,7 +12,7 @@ Per-step times are read inside the training loop, so setup (the teacher copy, en
 once, SalUn's mask) is not counted. The rows run in turn for several rounds and each step counts its fastest
 round: on a machine whose speed drifts by a third within minutes, the difference of two whole runs (the
 method until 2026-12-02) put a meta step at 1.9x-3.9x an ESD step from one run to the next. FLOPs are
-counted, not timed, and do not drift. On sd14-random the training images come from the toy concept's renderer
+counted, not timed, and do not drift; they are read at the same place in the loop, over the same steps. On sd14-random the training images come from the toy concept's renderer
 resized to 512 px: the benchmark times the steps, not the data.
 """
 
@@ -31,67 +31,46 @@ def build(name: str, scale: str, sets: dict):
     return build(METHODS, name, scale, sets)
 
 
-def timed_unlearn(name: str, base, scale: str, concept, sets: dict, device: str) -> float:
+def clocked_unlearn(name: str, base, scale: str, concept, sets: dict, device: str,
+                    flops: bool = False) -> tuple[float, list[float]]:
+    """One unlearning run: (its wall seconds, what each (outer) step cost), the step's cost read where the loop
+    takes its next step (``ctx.track``), so the setup before the loop (the teacher copy, the training images,
+    SalUn's mask) and the release after it are not a step's. ``flops``: each step's FLOPs instead of its seconds,
+    counted by torch's FlopCounterMode (convolutions, matmuls and attention, forward and backward); at the same
+    seed the counted steps draw what the timed ones draw."""
+    import contextlib
+
     import torch
-
-    from relearnbench.api import Context
-    from relearnbench.models import copy_model
-    from relearnbench.runner import seed_everything
-
-    method = build(name, scale, sets)
-    model = copy_model(base)
-    ctx = Context(device=device, dtype=None, seed=0, base=lambda: copy_model(base))
-    seed_everything(0)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    method.unlearn(model, concept, ctx)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - t0
-
-
-def step_seconds(name: str, base, scale: str, concept, sets: dict, device: str) -> list[float]:
-    """Seconds of each (outer) step of one unlearning run, read where the loop takes its next step
-    (``ctx.track``): the setup before the loop (the teacher copy, the training images, SalUn's mask) and the
-    release after it are not counted."""
-    import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from relearnbench.api import Context
     from relearnbench.models import copy_model
     from relearnbench.runner import seed_everything
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    counter = FlopCounterMode(display=False) if flops else None
     marks: list[float] = []
+
+    def mark():
+        sync()
+        marks.append(counter.get_total_flops() if counter else time.perf_counter())
 
     def track(iterable, description, total=None):
         for item in iterable:
-            sync()
-            marks.append(time.perf_counter())
+            mark()
             yield item
-        sync()
-        marks.append(time.perf_counter())
+        mark()
 
+    method, model = build(name, scale, sets), copy_model(base)
     ctx = Context(device=device, dtype=None, seed=0, base=lambda: copy_model(base))
     ctx.track = track
     seed_everything(0)
-    build(name, scale, sets).unlearn(copy_model(base), concept, ctx)
-    return [b - a for a, b in zip(marks, marks[1:])]
-
-
-def flops_per_step(name: str, base, scale: str, concept, sets: dict, namespace: str, device: str, k1: int,
-                   k2: int) -> float:
-    """FLOPs per (outer) step, counted by torch's FlopCounterMode (convolutions, matmuls and attention, forward
-    and backward): a k2-step run minus a k1-step run, over k2 − k1, so setup cancels; at the same seed these are
-    the steps k1..k2 that the timed runs draw."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counts = {}
-    for k in (k1, k2):
-        with FlopCounterMode(display=False) as counter:
-            timed_unlearn(name, base, scale, concept, with_steps(sets, namespace, k), device)
-        counts[k] = counter.get_total_flops()
-    return (counts[k2] - counts[k1]) / (k2 - k1)
+    sync()
+    t0 = time.perf_counter()
+    with counter or contextlib.nullcontext():
+        method.unlearn(model, concept, ctx)
+    sync()
+    return time.perf_counter() - t0, [b - a for a, b in zip(marks, marks[1:])]
 
 
 def with_steps(sets: dict, namespace: str, steps: int) -> dict:
@@ -140,7 +119,7 @@ def main():
     if scale == "toy":
         print("\n(a) whole unlearning run with the toy preset (seconds)")
         for name in args.methods.split(","):
-            print(f"  {name:<14} {timed_unlearn(name, base, scale, concept, sets, args.device):7.1f}", flush=True)
+            print(f"  {name:<14} {clocked_unlearn(name, base, scale, concept, sets, args.device)[0]:7.1f}", flush=True)
 
     k1, k2 = map(int, args.steps.split(",")) if args.steps else ((5, 15) if scale == "toy" else (2, 5))
     rounds = args.rounds or (3 if scale == "toy" else 1)
@@ -157,7 +136,8 @@ def main():
     for _ in range(rounds):
         for label, name, ns, extra in list(rows):
             try:
-                times[label].append(step_seconds(name, base, scale, concept, with_steps(extra, ns, k2), args.device))
+                times[label].append(clocked_unlearn(name, base, scale, concept, with_steps(extra, ns, k2),
+                                                    args.device)[1])
             except torch.OutOfMemoryError as e:  # order 2 keeps every inner step's graph
                 print(f"  {label:<32} out of memory ({str(e).splitlines()[0][:80]})")
                 torch.cuda.empty_cache()
@@ -166,13 +146,15 @@ def main():
     esd = esd_flops = None
     for label, name, ns, extra in rows:
         seconds = sum(map(min, list(zip(*times[label]))[k1:k2])) / (k2 - k1)
-        flops = flops_per_step(name, base, scale, concept, extra, ns, args.device, k1, k2)
+        flops = sum(clocked_unlearn(name, base, scale, concept, with_steps(extra, ns, k2), args.device,
+                                    flops=True)[1][k1:k2]) / (k2 - k1)
         esd, esd_flops = esd or seconds, esd_flops or flops
         # the time ratio against the FLOP ratio: where they agree, the step spends its time in the work it asks for
         ratio = f"ratio to esd {seconds / esd:5.2f}x (FLOPs {flops / esd_flops:5.2f}x)" if name != "esd" else ""
         print(f"  {label:<32} {seconds:8.3f} s {flops / 1e9:8.2f} GFLOP   {ratio}", flush=True)
         if args.device.startswith("cuda"):
             print(f"    peak GPU memory so far {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+
 
 if __name__ == "__main__":
     main()
