@@ -8,18 +8,44 @@ preserved ones), S the per-row scales and G = C Cᵀ, the minimiser of Σ s_k �
 import pytest
 import torch
 
-from relearnbench.diffusion import encode_text_frozen, tokenize
 from relearnbench.testing import tiny_concept, tiny_model
+
+
+def token_ids(model, text) -> list[int]:
+    return model.tokenizer(text, padding="max_length", truncation=True,
+                           max_length=model.tokenizer.model_max_length).input_ids
+
+
+@torch.no_grad()
+def hidden_states(model, text):
+    """The text encoder's last hidden state of a prompt [77, D], float64: what UCE's projections read."""
+    return model.text_encoder(torch.tensor([token_ids(model, text)]))[0][0].double()
 
 
 def last_token(model, text):
     """The embedding of a prompt's last word (the token before end-of-text), found independently."""
-    ids = tokenize(model, [text])[0].tolist()
-    return encode_text_frozen(model, [text])[0, ids.index(model.tokenizer.eos_token_id) - 1].double()
+    return hidden_states(model, text)[token_ids(model, text).index(model.tokenizer.eos_token_id) - 1]
 
 
 def cross_attention_projections(unet):
     return {f"{n}.{k}": getattr(m, k) for n, m in unet.named_modules() if n.endswith("attn2") for k in ("to_k", "to_v")}
+
+
+def closed_form_residuals(model, old, erase, guide, keep, s_e, s_p, lamb):
+    """Asserts, for each edited projection, the residual W Cᵀ − Yᵀ = λ (W_old Cᵀ − Yᵀ)(S G + λ I)⁻¹ of the module
+    docstring; returns (name, W, W_old) of each."""
+    C = torch.cat([erase, keep])
+    S = torch.diag(torch.tensor([s_e] * len(erase) + [s_p] * len(keep), dtype=torch.float64))
+    eye = torch.eye(len(C), dtype=torch.float64)
+    out = []
+    for k, proj in cross_attention_projections(model.unet).items():
+        W, W_old = proj.weight.detach().double(), old[k]
+        Y = torch.cat([guide @ W_old.T, keep @ W_old.T])
+        predicted = lamb * (C @ W_old.T - Y).T @ torch.linalg.inv(S @ (C @ C.T) + lamb * eye)
+        residual = (C @ W.T - Y).T
+        assert torch.allclose(residual, predicted, atol=1e-5), (k, (residual - predicted).abs().max())
+        out.append((k, W, W_old))
+    return out
 
 
 @pytest.mark.parametrize("lamb", [1e-5, 0.1])
@@ -38,15 +64,7 @@ def test_closed_form(lamb, build, ctx, unet_state):
     after = unet_state(model)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {f"{k}.weight" for k in old}, "UCE edits the cross-attention keys and values only"
-    C = torch.cat([erase, keep])
-    S = torch.diag(torch.tensor([s_e] * len(erase) + [s_p] * len(keep), dtype=torch.float64))
-    eye = torch.eye(len(C), dtype=torch.float64)
-    for k, proj in cross_attention_projections(model.unet).items():
-        W, W_old = proj.weight.detach().double(), old[k]
-        Y = torch.cat([guide @ W_old.T, keep @ W_old.T])
-        predicted = lamb * (C @ W_old.T - Y).T @ torch.linalg.inv(S @ (C @ C.T) + lamb * eye)
-        residual = (C @ W.T - Y).T
-        assert torch.allclose(residual, predicted, atol=1e-5), k
+    for k, W, W_old in closed_form_residuals(model, old, erase, guide, keep, s_e, s_p, lamb):
         if lamb < 1e-3:  # λ → 0 with independent inputs: preserved outputs kept, erased ones on target
             assert (keep @ W.T - keep @ W_old.T).abs().max() <= 1e-4, k
             assert (erase @ W.T - guide @ W_old.T).abs().max() <= 1e-4, k
@@ -55,19 +73,30 @@ def test_closed_form(lamb, build, ctx, unet_state):
             assert 0 < gap < gap_old, k
 
 
-def test_tail_tokens_are_erased(build, ctx):
-    """The default (the paper's code): every token from the last word on is mapped to the guide's."""
+def tail_tokens(model, text, guide):
+    """The paper code's tokens of a prompt and its guide, found independently: from each one's last word (the
+    token before the first end-of-text) to the end of the 77, both cut to the shorter tail, aligned."""
+    embs = [hidden_states(model, t) for t in (text, guide)]
+    starts = [token_ids(model, t).index(model.tokenizer.eos_token_id) - 1 for t in (text, guide)]
+    n = min(len(e) - s for e, s in zip(embs, starts))
+    return embs[0][starts[0]:starts[0] + n], embs[1][starts[1]:starts[1] + n]
+
+
+def test_closed_form_tail(build, ctx):
+    """The shipped default (``tokens = "tail"``) against the closed form's residual, as test_closed_form does
+    for ``last``: each erased prompt contributes its tail (last word, end-of-text, padding) mapped to its guide's
+    aligned tail, each preserved prompt all 77 of its tokens."""
     model, concept = tiny_model(), tiny_concept()
-    uce = build("uce", uce={"tokens": "tail", "guide": "anchor"})
-    pairs = [uce.erase_tokens(model, p, concept.anchor) for p in concept.train]
-    old = {k: p.weight.detach().clone() for k, p in cross_attention_projections(model.unet).items()}
+    s_e, s_p, lamb = 1.0, 2.0, 0.1
+    uce = build("uce", uce={"tokens": "tail", "lamb": lamb, "erase_scale": s_e, "preserve_scale": s_p,
+                           "preserve": "benign", "preserve_uncond": False, "guide": "anchor"})
+    pairs = [tail_tokens(model, p, concept.anchor) for p in concept.train]
+    erase, guide = torch.cat([c for c, _ in pairs]), torch.cat([g for _, g in pairs])
+    keep = torch.cat([hidden_states(model, p) for p in concept.train_benign])
+    assert len(keep) == 2 * 77 and len(erase) > 2 * 70
+    old = {k: p.weight.detach().double().clone() for k, p in cross_attention_projections(model.unet).items()}
     uce.unlearn(model, concept, ctx)
-    for k, proj in cross_attention_projections(model.unet).items():
-        for c, g in pairs:
-            assert len(c) == len(g) > 70  # the last word, end-of-text and the padding after it
-            gap_before = (c @ old[k].T - g @ old[k].T).norm()
-            gap_after = (c @ proj.weight.detach().T - g @ old[k].T).norm()
-            assert gap_after < 0.9 * gap_before, k
+    assert len(closed_form_residuals(model, old, erase, guide, keep, s_e, s_p, lamb)) == len(old)
 
 
 def test_preserving_the_empty_prompt_keeps_its_keys_and_values(build, ctx):
@@ -76,7 +105,7 @@ def test_preserving_the_empty_prompt_keeps_its_keys_and_values(build, ctx):
     for keep_uncond in (False, True):
         model, concept = tiny_model(), tiny_concept()
         uce = build("uce", uce={"preserve": "none", "preserve_uncond": keep_uncond, "guide": "anchor"})
-        empty = encode_text_frozen(model, [""])[0].double()
+        empty = hidden_states(model, "")
         old = {k: p.weight.detach().double().clone() for k, p in cross_attention_projections(model.unet).items()}
         uce.unlearn(model, concept, ctx)
         moved[keep_uncond] = sum(float((empty @ (p.weight.detach().double() - old[k]).T).norm())

@@ -41,6 +41,35 @@ def test_same_distance_as_clean_fid():
     assert frechet_distance(*statistics(a), *statistics(a)) == pytest.approx(0, abs=1e-8)
 
 
+def _two_by_two(mu1, s1, mu2, s2):
+    """The Fréchet distance of N(μ1, Σ1) and N(μ2, Σ2) in two dimensions, in closed form: Σ1Σ2 has positive
+    eigenvalues λ1, λ2, so tr √(Σ1Σ2) = √λ1 + √λ2 = √(tr Σ1Σ2 + 2 √det Σ1Σ2)."""
+    m = s1 @ s2
+    tr_sqrt = np.sqrt(np.trace(m) + 2 * np.sqrt(np.linalg.det(m)))
+    return float((mu1 - mu2) @ (mu1 - mu2) + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt)
+
+
+def test_frechet_distance_of_known_gaussians_in_closed_form():
+    """A reference that needs no other FID code (test_same_distance_as_clean_fid skips where clean-fid's own
+    breaks): Gaussians whose distance is known in closed form, and two sample sets through fid_from_features."""
+    rng = np.random.default_rng(1)
+    # commuting covariances Q diag(d) Qᵀ: d² = ‖μ1 − μ2‖² + Σ (√d1 − √d2)²
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    d1, d2 = rng.uniform(0.5, 3.0, 6), rng.uniform(0.1, 2.0, 6)
+    mu1, mu2 = rng.normal(size=6), rng.normal(size=6)
+    expected = float((mu1 - mu2) @ (mu1 - mu2) + ((np.sqrt(d1) - np.sqrt(d2)) ** 2).sum())
+    assert frechet_distance(mu1, q @ np.diag(d1) @ q.T, mu2, q @ np.diag(d2) @ q.T) == pytest.approx(expected, rel=1e-9)
+    # covariances that do not commute
+    s1, s2 = np.array([[2.0, 0.7], [0.7, 1.0]]), np.array([[0.5, -0.2], [-0.2, 1.5]])
+    mu1, mu2 = np.array([0.3, -1.0]), np.array([1.0, 0.5])
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(_two_by_two(mu1, s1, mu2, s2), rel=1e-9)
+    # feature sets: their means and unbiased covariances (clean-fid's np.cov), then the closed form
+    a = rng.multivariate_normal(mu1, s1, size=500)
+    b = rng.multivariate_normal(mu2, s2, size=300)
+    stats = [(x.sum(0) / len(x), (x - x.mean(0)).T @ (x - x.mean(0)) / (len(x) - 1)) for x in (a, b)]
+    assert fid_from_features(a, b) == pytest.approx(_two_by_two(*stats[0], *stats[1]), rel=1e-9)
+
+
 def test_fid_of_two_real_sets_is_small_next_to_another_world(toy_judge, real, world_images):
     features = ToyFeatures(toy_judge)
     other_seed, _, _ = world_images(["a circle", "a square", "a diamond", "a cross"], 100, seed=4)
