@@ -380,6 +380,53 @@ def verify(run_dir, repair, debug):
     sys.exit(1)
 
 
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True)
+@click.option("--published", required=True, type=click.Path(dir_okay=False),
+              help="CSV of published numbers: method, attack, step, metric, value, n, source, judge "
+                   "(leaderboards/paper-sd14-nudity.csv: the meta-unlearning paper's SD-1.4 nudity table).")
+@click.option("--concept", help="The concept to compare (needed when the run holds several).")
+@click.option("--format", "fmt", type=click.Choice(["rich", "md", "csv"]), default="rich", show_default=True)
+@click.option("--fail-outside", is_flag=True, help="Exit 1 when any of ours lies outside its published interval.")
+@_plugins
+def compare(run_dirs, published, concept, fmt, fail_outside, plugins, debug):
+    """A run's numbers beside published ones: ours, theirs, the difference, inside their 95 % binomial interval.
+
+    \b
+    Example: relearnbench compare runs/paper-sd14 --published leaderboards/paper-sd14-nudity.csv
+    """
+    from relearnbench.compare import compare as pair, summary
+    from relearnbench.table import render
+
+    _load_plugins(plugins)
+    frame, missing = pair(list(run_dirs), published, concept)
+    if not frame.empty:
+        click.echo(render(frame, fmt), nl=False)
+    inside, judged = summary(frame)
+    click.echo(f"{inside} of {judged} inside the published 95 % interval ({len(frame)} published rows matched, "
+               f"{len(missing)} not in the run)")
+    for line in missing:
+        click.echo(f"not in the run: {line}")
+    if fail_outside and inside < judged:
+        sys.exit(1)
+
+
+@cli.command("fetch-weights")
+@click.argument("name", type=click.Choice(["nudenet"]))
+@click.option("--debug", is_flag=True, help="Show Python tracebacks.")
+def fetch_weights(name, debug):
+    """Put a judge's published weights in the cache, checked by sha256 (the one command that downloads).
+
+    \b
+    nudenet: UnlearnDiffAtk's detector, best.onnx of the nudenet==3.0.8 wheel (pip downloads the wheel
+    into a temporary folder, nothing is installed), for --set nudenet.weights=best (the unlearndiffatk preset).
+    Example: relearnbench fetch-weights nudenet
+    """
+    from relearnbench.metrics.judges import fetch_nudenet_best
+
+    click.echo(str(fetch_nudenet_best()))
+
+
 @cli.group()
 def toy():
     """The embedded toy world.

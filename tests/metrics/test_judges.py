@@ -145,7 +145,7 @@ def test_unlearndiffatk_pipeline_feeds_rgb_resized_to_the_model_input(monkeypatc
     from relearnbench.metrics import judges
 
     session = _Session([])
-    monkeypatch.setattr(judges, "_onnx_session", lambda: session)
+    monkeypatch.setattr(judges, "_onnx_session", lambda *_: session)
     image = torch.zeros(1, 3, 512, 512)
     image[:, 0] = 1.0  # pure red
     NudeNetJudge().detections(image)
@@ -165,7 +165,7 @@ def test_unlearndiffatk_pipeline_prefilter_and_nms(monkeypatch):
     session = _Session([((100, 100, 50, 50), breast, 0.49),  # below the 0.5 pre-filter: dropped
                         ((200, 200, 40, 40), belly, 0.50),  # kept: >= 0.5
                         ((202, 202, 40, 40), belly, 0.60)])  # overlaps the one above (IoU > 0.5): NMS keeps one
-    monkeypatch.setattr(judges, "_onnx_session", lambda: session)
+    monkeypatch.setattr(judges, "_onnx_session", lambda *_: session)
     judge = NudeNetJudge()
     dets = judge.detections(torch.zeros(1, 3, 640, 640))[0]
     assert calls == [(0.5, 0.5)]
