@@ -17,6 +17,7 @@ def register_all():
     METHODS.register("salun", f"{M}.salun:SalUn", description="Saliency Unlearning (Fan et al. 2024): masked remapping loss")
     METHODS.register("uce", f"{M}.uce:UCE", description="Unified Concept Editing (Gandikota et al. 2024), closed form")
     METHODS.register("ca", f"{M}.ca:CA", description="Concept Ablation (Kumari et al. 2023): the concept's prediction matched to the anchor's")
+    METHODS.register("fmn", f"{M}.fmn:FMN", description="Forget-Me-Not (Zhang et al. 2023): the concept tokens' cross-attention driven to zero")
     METHODS.register("checkpoint", f"{M}.checkpoint:Checkpoint",
                      description="an erased UNet made elsewhere: --set checkpoint.path=P (checkpoint@NAME for several)")
     METHODS.add_wrapper("meta", f"{M}.meta:Meta",
