@@ -23,7 +23,10 @@ def run_local(spec: Spec, store: Store, retry_failed: bool = False, progress=Non
     """``--jobs`` worker processes (default: one per core, or per GPU), or this process for a single job."""
     p = cached_plan(spec)
     todo = pending(spec, store, retry_failed)
-    if spec.gpus or min(spec.jobs or default_jobs(spec), len(todo)) > 1:
+    # worker processes whenever the command asks for more than one job, however few cells are left: a cell
+    # computes with the threads of the command (cores // jobs), so a resumed run gives the bits of an
+    # uninterrupted one (one pending cell in this process would run on every core, and sum in another order)
+    if spec.gpus or (spec.jobs or default_jobs(spec)) > 1:
         return run_jobs(spec, store, spec.jobs or default_jobs(spec), retry_failed, progress)
     outcome = Outcome(skipped=sum(1 for _ in spec.cells()) - len(todo))
     grid = progress.add("grid", total=len(todo)) if progress else None
@@ -134,14 +137,15 @@ def run_jobs(spec: Spec, store: Store, jobs: int, retry_failed: bool = False, pr
         return outcome
     by_group = groups(todo)
     gpus = gpu_list(spec)
-    jobs = min(jobs, len(todo), len(gpus) or jobs)
+    jobs = min(jobs, len(gpus) or jobs)
+    threads = 1 if gpus else max(1, cores() // jobs)  # of the command, not of the cells left (see run_local)
+    jobs = min(jobs, len(todo))  # no idle workers
     ctx = multiprocessing.get_context("spawn")  # a fork of a process with torch's threads can hang
     slots = None
     if gpus:
         slots = ctx.Queue()
         for g in gpus[:jobs]:
             slots.put(g)
-    threads = 1 if gpus else max(1, cores() // jobs)
     artifacts, spec_d = Artifacts(store.artifacts.root.resolve()), spec_dict(spec)
     bar = progress.add(f"grid ({jobs} jobs)", total=len(todo)) if progress else None
     waiting, ready, running = collections.deque(by_group), collections.deque(), {}
