@@ -173,7 +173,8 @@ def execute(spec, run_dir: pathlib.Path, retry_failed=False, quiet=False, keep_c
               help="Output format.")
 @click.option("--long", "long", is_flag=True, help="One row per record.")
 @click.option("--stages", default="pre,post", help="Stages in the wide table: a comma list, or 'all' for the curve.")
-@click.option("--timing", is_flag=True, help="--long: add stage seconds and peak memory.")
+@click.option("--timing", is_flag=True, help="Seconds and peak memory (GB) of every stage of every cell "
+              "(with --long: as columns of each record).")
 @click.option("--metrics", "metrics", help="Only these metrics (comma list; 'related' keeps related.*).")
 @click.option("--prompts", is_flag=True, help="One row per prompt of each record (asr, related.*) at --stages.")
 @click.option("--failed", is_flag=True, help="List the failed cells with their error instead.")
@@ -223,6 +224,9 @@ def _print_table(run_dirs, fmt, long, stages, timing, metrics=None, prompts=Fals
         raise UserError("--long and --prompts are two different tables: give one of them")
     if long:
         click.echo(T.render(T.long_table(df, timing), fmt), nl=False)
+        return
+    if timing:
+        click.echo(T.render(T.timing_table(df), fmt), nl=False)
         return
     stages = None if stages == "all" else tuple(s.strip() for s in stages.split(","))
     unknown = [s for s in stages or () if s not in set(df["stage"])] if len(df) else []

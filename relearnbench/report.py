@@ -122,6 +122,17 @@ def provenance(run: pathlib.Path, cells) -> str:
             f"<table class='provenance'>{body}</table>")
 
 
+def resources(df) -> str:
+    """Seconds and peak memory of every stage of every cell (``relearnbench table --timing``)."""
+    if df.empty:
+        return ""
+    return ("<h2>Time and memory</h2><p>Per cell and stage: wall seconds and peak GB of what made the model "
+            "(the unlearning for <code>pre</code>, the attack's training up to N for <code>post@N</code>) and of "
+            "evaluating it; peak: resident memory on the CPU (the process's high-water mark within the stage), "
+            "allocated (and reserved) on CUDA. docs/gpu-memory.md has what each cell needs at 512 px.</p>"
+            + T.render(T.timing_table(df), "html"))
+
+
 def failed_cells(cells) -> str:
     failed = cells[cells["status"] == "failed"]
     if failed.empty:
@@ -180,7 +191,7 @@ def write_report(run_dir: str, out: str | None = None) -> pathlib.Path:
                          f"<figure><img class='sheet' src='{c['after']}'><figcaption>after "
                          f"({html.escape(c['after_stage'])}){_sheet_caption(c['rows']['after'])}</figcaption></figure></div>")
         parts.append("</div>")
-    parts += [provenance(run, cells_frame), "</body></html>"]
+    parts += [resources(df), provenance(run, cells_frame), "</body></html>"]
     page = dest / "index.html"
     page.write_text("\n".join(parts))
     return page

@@ -8,7 +8,6 @@ records and never open the results store: the driver alone writes it (``write_re
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -23,6 +22,7 @@ from relearnbench import __version__
 from relearnbench.api import Context, Score
 from relearnbench.config import build, instantiate, make_config, preset_file_layer
 from relearnbench.errors import UserError, near_misses
+from relearnbench.memory import measure
 from relearnbench.spec import DTYPES, Spec, spec_dict
 from relearnbench.store import Artifacts, Record, Store
 
@@ -122,45 +122,6 @@ def versions() -> dict:
     return out
 
 
-# -- resources --------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def measure(device):
-    """Wall seconds and peak memory (MiB) of a stage: CUDA max allocated, else the process's peak RSS
-    (reset at the start through /proc/self/clear_refs where Linux allows it)."""
-    out = {"seconds": 0.0, "peak_mb": 0.0}
-    cuda = str(device).startswith("cuda")
-    if cuda:
-        import torch
-
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        with contextlib.suppress(OSError):
-            pathlib.Path("/proc/self/clear_refs").write_text("5")
-    t0 = time.perf_counter()
-    try:
-        yield out
-    finally:
-        out["seconds"] = time.perf_counter() - t0
-        if cuda:
-            import torch
-
-            out["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-        else:
-            out["peak_mb"] = _peak_rss_mb()
-
-
-def _peak_rss_mb() -> float:
-    try:
-        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def seed_everything(seed: int):
     import random
 
@@ -206,12 +167,11 @@ def evaluate_stage(p: Plan, model, concept_name: str, ctx: Context, stage: str, 
 
     ev = Evaluation(model, p.concepts[concept_name], ctx, stage, forget_prompts, images)
     ev.cell = cell
-    t0 = time.perf_counter()
     scores: list[Score] = []
-    for name, metric in zip(p.spec.metrics, p.metrics(cell["model"])):
-        if only is None or name in only:
-            scores += metric.compute(ev)
-    seconds = time.perf_counter() - t0
+    with measure(p.spec.device) as used:
+        for name, metric in zip(p.spec.metrics, p.metrics(cell["model"])):
+            if only is None or name in only:
+                scores += metric.compute(ev)
     grid, rows = ev.contact_sheet()  # one PNG per evaluated stage, for the report
     sheet = {}
     if grid is not None and ctx.artifacts is not None:
@@ -222,8 +182,8 @@ def evaluate_stage(p: Plan, model, concept_name: str, ctx: Context, stage: str, 
     for s in scores:
         if not math.isfinite(s.value):
             raise FloatingPointError(f"metric {s.metric} is {s.value} at stage {stage}")
-    return [Record(stage, s.metric, float(s.value), s.lo, s.hi, s.n, eval_seconds=seconds, info=s.info)
-            for s in scores]
+    return [Record(stage, s.metric, float(s.value), s.lo, s.hi, s.n, eval_seconds=used["seconds"],
+                   eval_peak_mb=used["peak_mb"], eval_reserved_mb=used["reserved_mb"], info=s.info) for s in scores]
 
 
 def unlearn_key(p: Plan, model: str, concept: str, method: str, seed: int) -> str:
@@ -260,11 +220,10 @@ def unlearn_job(spec: Spec, artifacts: Artifacts, model: str, concept: str, meth
     ctx = context(p, model, concept, seed, art, progress)
     unlearned, stats = _unlearned(p, art, ctx, ukey, model, concept, method, seed)
     seed_everything(seed)
-    with measure(spec.device) as m:
-        records = evaluate_stage(p, unlearned, concept, ctx, "pre",
-                                 {"model": model, "concept": concept, "method": method, "seed": seed})
-    for r in records:
-        r.seconds, r.peak_mb = stats["seconds"], max(stats["peak_mb"], m["peak_mb"])
+    records = evaluate_stage(p, unlearned, concept, ctx, "pre",
+                             {"model": model, "concept": concept, "method": method, "seed": seed})
+    for r in records:  # the stage that made this model: the unlearning (its first run's, when cached)
+        r.seconds, r.peak_mb, r.reserved_mb = stats["seconds"], stats["peak_mb"], stats.get("reserved_mb", 0.0)
     art.save_json("eval", pkey, [dataclasses.asdict(r) for r in records])
     return ukey, records, art.used
 
@@ -318,8 +277,9 @@ def attack_job(spec: Spec, artifacts: Artifacts, cell: tuple, ukey: str, pre: li
         ``images``: forget images a probe made itself, scored instead of sampling the forget prompts."""
         stage = "post" if step is None else f"post@{step}"
         t_attack[0] += time.perf_counter() - t_mark[0]  # training time only, evaluation excluded
-        if step == 0 and forget_prompts is None and images is None:
-            recs = [dataclasses.replace(r, stage=stage, eval_seconds=0.0) for r in pre]
+        if step == 0 and forget_prompts is None and images is None:  # not evaluated again
+            recs = [dataclasses.replace(r, stage=stage, eval_seconds=0.0, eval_peak_mb=0.0, eval_reserved_mb=0.0)
+                    for r in pre]
         else:
             only = None if final else p.curve_metrics
             recs = evaluate_stage(p, m, concept, ctx, stage, cell_dict, forget_prompts, only, images)
@@ -337,8 +297,8 @@ def attack_job(spec: Spec, artifacts: Artifacts, cell: tuple, ukey: str, pre: li
     if not curve:
         raise RuntimeError(f"attack {attack_name} never called evaluate()")
     for recs in curve:
-        for r in recs:
-            r.peak_mb = stats["peak_mb"]
+        for r in recs:  # the attack's own peak: its evaluations inside it have theirs (eval_peak_mb)
+            r.peak_mb, r.reserved_mb = stats["peak_mb"], stats["reserved_mb"]
         records += recs
     if curve[-1][0].stage != "post":
         records += [dataclasses.replace(r, stage="post") for r in curve[-1]]

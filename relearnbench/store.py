@@ -38,9 +38,12 @@ CREATE TABLE IF NOT EXISTS records (
     stage TEXT,                      -- pre | post | post@N
     metric TEXT, value REAL, lo REAL, hi REAL, n INTEGER,
     seconds REAL,                    -- wall seconds of the stage that made this model (unlearn / attack to N)
-    peak_mb REAL,                    -- its peak memory: RSS on CPU, max allocated on CUDA
+    peak_mb REAL,                    -- its peak memory in MiB: resident on CPU, max allocated on CUDA
     eval_seconds REAL,               -- wall seconds of sampling and scoring this stage
-    status TEXT, config_hash TEXT, versions TEXT, info TEXT
+    status TEXT, config_hash TEXT, versions TEXT, info TEXT,
+    reserved_mb REAL,                -- CUDA: the most the caching allocator reserved making this model (0 on CPU)
+    eval_peak_mb REAL,               -- peak memory of sampling and scoring this stage, as peak_mb
+    eval_reserved_mb REAL            -- CUDA: the most reserved while evaluating this stage
 );
 CREATE INDEX IF NOT EXISTS records_cell ON records (model, concept, method, attack, seed);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -64,6 +67,9 @@ class Record:
     peak_mb: float = 0.0
     eval_seconds: float = 0.0
     info: dict = field(default_factory=dict)
+    reserved_mb: float = 0.0
+    eval_peak_mb: float = 0.0
+    eval_reserved_mb: float = 0.0
 
 
 class Store:
@@ -78,6 +84,7 @@ class Store:
             self.db = sqlite3.connect(self.dir / DB_NAME, timeout=60, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(SCHEMA)
+            _add_columns(self.db, "records", RECORD_COLUMNS_SINCE)
         except sqlite3.DatabaseError as e:
             raise UserError(f"{self.dir / DB_NAME} is not a readable results database ({e}); "
                             "move it away and rerun into a fresh --out") from e
@@ -117,9 +124,10 @@ class Store:
                             (*cell, status, error, traceback, config_hash, json.dumps(config, default=str),
                              json.dumps(versions), time.time()))
             self.db.executemany(
-                "INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO records ({RECORD_COLUMNS}) VALUES ({','.join('?' * 21)})",
                 [(*cell, r.stage, r.metric, r.value, r.lo, r.hi, r.n, r.seconds, r.peak_mb, r.eval_seconds,
-                  status, config_hash, json.dumps(versions), json.dumps(r.info, default=str)) for r in records])
+                  status, config_hash, json.dumps(versions), json.dumps(r.info, default=str),
+                  r.reserved_mb, r.eval_peak_mb, r.eval_reserved_mb) for r in records])
 
     def _transaction(self):
         db = self.db
@@ -153,6 +161,23 @@ class Store:
         import pandas as pd
 
         return pd.read_sql_query("SELECT * FROM cells", self.db)
+
+
+RECORD_COLUMNS = ", ".join([*CELL_KEYS, "stage", "metric", "value", "lo", "hi", "n", "seconds", "peak_mb",
+                            "eval_seconds", "status", "config_hash", "versions", "info", "reserved_mb",
+                            "eval_peak_mb", "eval_reserved_mb"])
+RECORD_COLUMNS_SINCE = {"reserved_mb": "REAL", "eval_peak_mb": "REAL", "eval_reserved_mb": "REAL"}  # 2026-12-07
+
+
+def _add_columns(db, table: str, columns: dict) -> None:
+    """Columns added to ``table`` since a results file was made (a run resumed, or read, by a newer version)."""
+    have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    for name, kind in columns.items():
+        if name not in have:
+            try:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError:  # another process added it first, or the file is read-only
+                pass
 
 
 def _where() -> str:

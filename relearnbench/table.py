@@ -13,7 +13,9 @@ from relearnbench.errors import UserError
 from relearnbench.store import DB_NAME, Store
 
 LONG_COLUMNS = ["model", "concept", "method", "attack", "seed", "stage", "metric", "value", "lo", "hi", "n"]
-TIMING_COLUMNS = ["seconds", "peak_mb", "eval_seconds"]
+# --timing: each record's stage (unlearn for pre, the attack up to N for post@N) and its evaluation, seconds and
+# peak GB (resident on the CPU, allocated on CUDA; reserved by CUDA's caching allocator where a GPU ran it)
+TIMING_COLUMNS = ["seconds", "peak_gb", "reserved_gb", "eval_seconds", "eval_peak_gb", "eval_reserved_gb"]
 
 
 def newest_run(root: str = "runs") -> pathlib.Path:
@@ -63,11 +65,40 @@ def stage_order(stage: str) -> tuple:
 
 
 def long_table(df, timing: bool = False):
-    cols = LONG_COLUMNS + (TIMING_COLUMNS if timing else [])
-    out = df[cols].copy()
+    df = with_gb(df)
+    out = df[LONG_COLUMNS + (timing_columns(df) if timing else [])].copy()
     out["_stage"] = out["stage"].map(stage_order)
     out = out.sort_values(["model", "concept", "method", "attack", "seed", "_stage", "metric"])
     return out.drop(columns="_stage").reset_index(drop=True)
+
+
+def timing_table(df):
+    """One row per cell and stage: the seconds and peak GB of the stage that made the model (the unlearning for
+    ``pre``, the attack's training up to N for ``post@N``; ``post``: the attack's end) and of evaluating it."""
+    keys = ["model", "concept", "method", "attack", "seed", "stage"]
+    df = with_gb(df)
+    out = df.groupby(keys, sort=False)[timing_columns(df)].max().reset_index()
+    out.insert(6, "made by", ["unlearn" if s == "pre" else "attack" for s in out["stage"]])
+    out["_stage"] = out["stage"].map(stage_order)
+    out = out.sort_values(keys[:5] + ["_stage"], kind="stable")
+    return out.drop(columns="_stage").reset_index(drop=True)
+
+
+def timing_columns(df) -> list[str]:
+    """TIMING_COLUMNS, less the reserved ones when nothing was reserved (a CPU run)."""
+    reserved = ["reserved_gb", "eval_reserved_gb"]
+    return [c for c in TIMING_COLUMNS if c not in reserved or df[reserved].fillna(0).to_numpy().any()]
+
+
+def with_gb(df):
+    """``df`` with each recorded MiB column (``peak_mb``, ...) also in GB (``peak_gb``, 2**30 bytes, 3 decimals);
+    records made before a column existed show nan."""
+    out = df.copy()
+    for mb in ("peak_mb", "reserved_mb", "eval_peak_mb", "eval_reserved_mb"):
+        gb = mb.replace("_mb", "_gb")
+        out[gb] = (out[mb].astype(float) if mb in out else float("nan")) / 1024
+        out[gb] = out[gb].round(3)
+    return out
 
 
 def prompt_table(df):

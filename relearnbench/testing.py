@@ -25,7 +25,8 @@ def sd_tokenizer():
     return CLIPTokenizer.from_pretrained(folder)
 
 
-def tiny_model(seed: int = 0, resolution: int = 16, device="cpu") -> Model:
+def tiny_model(seed: int = 0, resolution: int = 16, device="cpu", width: int = 1) -> Model:
+    """``width``: the UNet's channels times this (its weights about width² as many; 1 = the ``tiny`` model)."""
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -34,7 +35,8 @@ def tiny_model(seed: int = 0, resolution: int = 16, device="cpu") -> Model:
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(sample_size=resolution // 2, in_channels=4, out_channels=4, layers_per_block=1,
-                                block_out_channels=(16, 32), cross_attention_dim=32, attention_head_dim=4,
+                                block_out_channels=(16 * width, 32 * width), cross_attention_dim=32,
+                                attention_head_dim=4 * width,
                                 norm_num_groups=8,
                                 down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
@@ -47,8 +49,8 @@ def tiny_model(seed: int = 0, resolution: int = 16, device="cpu") -> Model:
     # steps_offset=1 as SD's and the toy's configs: diffusers warns about (and overrides) any other value
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
                               beta_end=0.012, clip_sample=False, steps_offset=1)
-    return _assemble("tiny", unet, text_encoder, sd_tokenizer(), vae, scheduler, "toy", f"tiny-{seed}",
-                     device, torch.float32)
+    return _assemble("tiny", unet, text_encoder, sd_tokenizer(), vae, scheduler, "toy",
+                     f"tiny-{seed}" + (f"-x{width}" if width != 1 else ""), device, torch.float32)
 
 
 def load_tiny(name, config, meta, device="cpu", dtype=None) -> Model:

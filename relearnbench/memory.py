@@ -1,0 +1,330 @@
+"""Memory: what each stage of a cell held at its peak (``measure``, recorded with every record), and what a
+cell's recipe needs at least (``floor``: the memory model that ``relearnbench run --dry-run``, the preflight,
+``benchmarks/memory.py`` and docs/gpu-memory.md read).
+
+Measured: on CUDA ``torch.cuda.max_memory_allocated`` and ``max_memory_reserved`` since the stage began; on the
+CPU the process's resident high-water mark (``VmHWM``) since the stage began, reset through
+``/proc/self/clear_refs`` (Linux), so a worker's earlier stages do not hide a later, smaller one. Where that
+reset is refused (another OS, a locked-down container) the figure is the process's peak so far (``ru_maxrss``),
+an upper bound of the stage's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import sys
+import time
+
+MIB = 2 ** 20
+_OPEN: list[dict] = []  # the stages being measured in this process, outermost first
+
+
+@contextlib.contextmanager
+def measure(device):
+    """Wall seconds, peak MiB (``peak_mb``: allocated on CUDA, resident on the CPU) and on CUDA the peak the
+    caching allocator reserved (``reserved_mb``; 0 on the CPU) of the stage run inside the block.
+
+    A stage measured inside another (an evaluation inside an attack) has its own figure, and the outer stage's
+    counts what the outer stage held before and after it, not the inner stage's transient peak."""
+    out = {"seconds": 0.0, "peak_mb": 0.0, "reserved_mb": 0.0}
+    cuda = str(device).startswith("cuda")
+    for outer in _OPEN:  # what the enclosing stages reached so far, before the reset below forgets it
+        _fold(outer, _read(outer["cuda"], outer["device"]))
+    entry = {"cuda": cuda, "device": device, "peak": (0.0, 0.0)}
+    _reset(cuda, device)
+    _OPEN.append(entry)
+    t0 = time.perf_counter()
+    try:
+        yield out
+    finally:
+        out["seconds"] = time.perf_counter() - t0
+        _OPEN.remove(entry)
+        _fold(entry, _read(cuda, device))
+        out["peak_mb"], out["reserved_mb"] = entry["peak"]
+        if _OPEN:  # the enclosing stage goes on measuring from what is resident now
+            _reset(cuda, device)
+
+
+def _fold(entry: dict, reading: tuple[float, float]) -> None:
+    entry["peak"] = tuple(max(a, b) for a, b in zip(entry["peak"], reading))
+
+
+def _reset(cuda: bool, device) -> bool:
+    if cuda:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        pathlib.Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident set size to the current
+        return True
+    except OSError:
+        return False
+
+
+def _read(cuda: bool, device) -> tuple[float, float]:
+    if cuda:
+        import torch
+
+        return torch.cuda.max_memory_allocated(device) / MIB, torch.cuda.max_memory_reserved(device) / MIB
+    return peak_rss_mb(), 0.0
+
+
+def peak_rss_mb() -> float:
+    """This process's resident high-water mark in MiB (since the last reset where Linux allows one)."""
+    try:
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / MIB if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
+
+
+# -- the memory model: what a cell's recipe needs at least ------------------------------------------------
+GB = 2 ** 30
+# methods whose prepare() keeps a frozen copy of the original UNet as a teacher, in the run's dtype (esd.py, sdd.py)
+TEACHER = {"esd", "sdd"}
+
+
+def meta_model(name: str, config=None, dtype=None):
+    """Model ``name`` with every weight on torch's ``meta`` device: the real architecture, its parameter counts,
+    nothing allocated. SD-1.x models (sd14, sd15, sd14-random, a diffusers folder) are built from SD-1.4's
+    published configs (the sd14-random loader's), ``toy`` and ``tiny`` as they load."""
+    import dataclasses
+
+    import torch
+
+    from relearnbench.models import ModelConfig, _loader, load_model, load_sd_random
+
+    config = config or ModelConfig()
+    loader = _loader(name)
+    with torch.device("meta"):
+        if loader in (None, "load_sd", "load_sd_random"):  # SD-1.x: one architecture
+            return load_sd_random(name, dataclasses.replace(config, path=""), {"preset": "sd14"}, device="meta",
+                                  dtype=dtype)
+        return load_model(name, config, device="meta", dtype=dtype)
+
+
+class LiveBytes:
+    """The most bytes of tensors alive at once while the block runs (on the ``meta`` device: counted, never
+    allocated): activations, the tensors autograd saves for backward, and the gradients of a backward pass.
+    A tensor counts from the op that makes it to its release; views count nothing of their own."""
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    def __enter__(self):
+        import weakref
+
+        from torch.utils._python_dispatch import TorchDispatchMode
+        from torch.utils._pytree import tree_flatten
+
+        counter = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                if any(r.alias_info is not None for r in func._schema.returns):
+                    return out  # a view or an in-place op: no new memory
+                for t in tree_flatten(out)[0]:
+                    if hasattr(t, "untyped_storage") and t.numel():
+                        n = t.numel() * t.element_size()
+                        counter.live += n
+                        counter.peak = max(counter.peak, counter.live)
+                        weakref.finalize(t, counter._free, n)
+                return out
+
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def _free(self, n: int) -> None:
+        self.live -= n
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+
+
+def _fused_attention():
+    """``scaled_dot_product_attention`` as the fused kernels hold it (CUDA's flash and memory-efficient ones, the
+    CPU's flash one): its output and a float32 log-sum-exp per query saved for backward, never the L×S attention
+    matrix that the meta device's decomposition into matmul and softmax would materialise."""
+    import torch
+
+    class Fused(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, q, k, v):
+            out = q.new_empty(*q.shape[:-1], v.shape[-1])
+            lse = q.new_empty(q.shape[:-1], dtype=torch.float32)
+            ctx.save_for_backward(q, k, v, out, lse)
+            return out
+
+        @staticmethod
+        def backward(ctx, grad):
+            q, k, v, _, _ = ctx.saved_tensors
+            return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+    def sdpa(q, k, v, *args, **kwargs):
+        return Fused.apply(q, k, v)
+    return sdpa
+
+
+def unet_activations(model, batch: int, train: bool = True, resolution: int | None = None) -> int:
+    """Bytes of activations of one UNet call at ``batch`` latents of the model's resolution, counted on the
+    ``meta`` device in the UNet's dtype with fused attention (``_fused_attention``). ``train``: what the forward
+    pass leaves for backward (the saved tensors; the weights' gradients are counted apart, and backward's
+    transient buffers, one layer's worth, are not); else the most alive at once during the forward pass."""
+    import torch
+
+    unet = model.unet
+    side = (resolution or model.resolution) // 8
+    dtype = next(unet.parameters()).dtype
+    weights = {p: p.requires_grad for p in unet.parameters()}
+    import torch.nn.functional as F
+
+    sdpa = F.scaled_dot_product_attention
+    try:
+        unet.requires_grad_(train)
+        F.scaled_dot_product_attention = _fused_attention()  # diffusers' attention calls it through F
+        with LiveBytes() as live:
+            x = torch.zeros(batch, unet.config.in_channels, side, side, device="meta", dtype=dtype)
+            c = torch.zeros(batch, 77, unet.config.cross_attention_dim, device="meta", dtype=dtype)
+            t = torch.zeros(batch, device="meta", dtype=torch.long)
+            with torch.set_grad_enabled(train):
+                out = unet(x, t, encoder_hidden_states=c).sample
+            held = live.live  # training: what autograd saved for backward, and the output
+            del out
+        return held if train else live.peak
+    finally:
+        F.scaled_dot_product_attention = sdpa
+        for p, g in weights.items():
+            p.requires_grad_(g)
+
+
+def vae_decode_activations(model, batch: int) -> int:
+    """Peak bytes alive while the VAE decodes ``batch`` latents to images (no gradient), on the ``meta`` device."""
+    import torch
+
+    side = model.resolution // 8
+    vae = model.vae
+    with torch.no_grad(), LiveBytes() as live:
+        z = torch.zeros(batch, vae.config.latent_channels, side, side, device="meta", dtype=vae.dtype)
+        x = vae.decode(z).sample
+        del x, z
+    return live.peak
+
+
+def _bytes(module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def _trained(method, unet) -> int:
+    """Parameters a loss-based method trains: its ESD-style ``train`` set (u, x, f), else every UNet weight."""
+    from relearnbench.methods.common import trainable
+
+    train = getattr(method.config, "train", None)
+    if train in ("u", "x", "f"):
+        return sum(p.numel() for _, p in trainable(unet, train))
+    return sum(p.numel() for p in unet.parameters())
+
+
+class Floor:
+    """A stage's floor: named parts in bytes (``parts``), their sum (``total``) and how each was counted."""
+
+    def __init__(self):
+        self.parts: dict[str, float] = {}
+
+    def add(self, name: str, nbytes: float) -> "Floor":
+        if nbytes:
+            self.parts[name] = self.parts.get(name, 0) + nbytes
+        return self
+
+    @property
+    def total(self) -> float:
+        return sum(self.parts.values())
+
+    def __repr__(self):
+        return f"Floor({self.total / GB:.2f} GB: " + ", ".join(f"{k} {v / GB:.2f}" for k, v in self.parts.items()) + ")"
+
+
+def floors(model, method, attack, sample, dtype_bytes: int, checkpointing: bool = False,
+           resolution: int | None = None) -> dict[str, Floor]:
+    """The floor of each stage of a cell (``unlearn``, ``attack``, ``eval``): what its recipe holds at its peak.
+
+    ``model``: ``meta_model``'s; ``method`` / ``attack``: the plan's plugin instances (their resolved settings);
+    ``sample``: the SampleConfig; ``dtype_bytes``: of the run's ``--dtype`` (the frozen text encoder, VAE and
+    teachers; trained UNet weights stay float32, AdamW's state is float32 like them). Activations are counted
+    on the meta device (``unet_activations``) at the recipe's largest UNet batch with a graph; ``checkpointing``
+    (``unlearn.checkpointing``) keeps about one UNet block's activations instead, counted as 1/4 (an estimate).
+    The original model the harness caches between cells is no part of the recipe: ``harness_extra`` counts it."""
+    from relearnbench.api import LossMethod
+
+    unet = model.unet
+    n_unet = sum(p.numel() for p in unet.parameters())
+    U = 4 * n_unet  # the UNet's float32 weights
+    frozen = (_bytes(model.text_encoder) + _bytes(model.vae)) * dtype_bytes / 4  # meta_model built them in fp32
+    act_cache: dict = {}
+
+    def act(batch: int, train: bool = True) -> float:
+        key = (batch, train)
+        if key not in act_cache:
+            act_cache[key] = unet_activations(model, batch, train, resolution)
+        return act_cache[key] * (0.25 if train and checkpointing else 1.0)
+
+    out = {}
+    # -- unlearn -----------------------------------------------------------------------------------------
+    f = Floor().add("UNet weights (fp32)", U).add("text encoder + VAE", frozen)
+    base = getattr(method, "base", None)
+    core = base if base is not None else method
+    if isinstance(core, LossMethod):
+        P = _trained(core, unet)
+        f.add("gradients of trained weights", 4 * P).add("AdamW state (2 x fp32)", 8 * P)
+        if getattr(core, "config_name", "") in TEACHER:
+            f.add("frozen teacher UNet", n_unet * dtype_bytes)
+        f.add("activations", act(getattr(core.config, "batch_size", 1)))
+    if base is not None:  # X+meta / X+retain (methods/meta.py)
+        c = method.config
+        if not isinstance(core, LossMethod):  # the closed-form base ran first; every UNet weight trains
+            f.add("gradients of trained weights", U).add("AdamW state (2 x fp32)", 2 * U)
+        group = c.forward_batch or c.batch_size * c.term_batches * 5
+        meta_terms = method.meta_terms()
+        if meta_terms and c.order == 1:
+            f.add("meta: finetuned copy θ'", U).add("meta: its gradients", U).add("meta: its AdamW state", 2 * U)
+        elif meta_terms:  # order 2: each inner step's weights and gradients stay in the graph
+            f.add("meta: inner weights and gradients in the graph (order 2)", 2 * c.inner_steps * U)
+            f.add("meta: inner activations kept for the second backward", c.inner_steps * act(c.inner_batch))
+        f.parts["activations"] = max(f.parts.get("activations", 0), act(group),
+                                     act(c.inner_batch) if meta_terms else 0)
+    out["unlearn"] = f
+    # -- attack --------------------------------------------------------------------------------------------
+    a = Floor().add("UNet weights (fp32)", U).add("text encoder + VAE", frozen)
+    cfg = getattr(attack, "config", None)
+    batch = getattr(cfg, "batch_size", 1)
+    name = getattr(attack, "config_name", "")
+    if name in ("ft", "ft_clean", "ft_adaptive"):
+        a.add("gradients of trained weights", U).add("AdamW state (2 x fp32)", 2 * U).add("activations", act(batch))
+    elif name == "lora":
+        a.add("activations", act(batch))  # the adapter's own weights and state: a few MB
+    elif name in ("unlearndiffatk", "ci"):
+        a.add("activations", act(batch))  # gradients reach the prompt embeddings through the frozen UNet
+    out["attack"] = a
+    # -- evaluation: sampling with guidance (two UNet branches per image), then decoding -------------------------
+    e = Floor().add("UNet weights (fp32)", U).add("text encoder + VAE", frozen)
+    e.add("sampling activations", max(act(2 * sample.batch_size, train=False),
+                                      vae_decode_activations(model, sample.batch_size) * dtype_bytes / 4))
+    out["eval"] = e
+    return out
+
+
+def harness_extra(model, dtype_bytes: int) -> Floor:
+    """What the harness holds beside a stage's recipe: the original model, cached between cells (its UNet in
+    float32, its text encoder and VAE in the run's dtype), and each cell's own text encoder copy."""
+    te = _bytes(model.text_encoder) * dtype_bytes / 4
+    return (Floor().add("cached original UNet (fp32)", 4 * sum(p.numel() for p in model.unet.parameters()))
+            .add("cached original text encoder + VAE", te + _bytes(model.vae) * dtype_bytes / 4)
+            .add("the cell's text encoder copy", te))

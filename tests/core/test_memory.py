@@ -1,0 +1,114 @@
+"""Peak memory per stage (relearnbench.memory.measure, recorded with every record) and the memory model."""
+
+import pathlib
+
+import pytest
+
+from relearnbench.memory import measure
+
+MB = 2 ** 20
+linux = pytest.mark.skipif(not pathlib.Path("/proc/self/clear_refs").exists(),
+                           reason="the resident peak is reset per stage through /proc/self/clear_refs (Linux)")
+
+
+@linux
+def test_a_stage_peak_is_its_own_and_an_inner_stage_has_its_own():
+    with measure("cpu") as first:
+        big = b"\x01" * (300 * MB)  # written, so resident
+        del big
+    with measure("cpu") as outer:
+        with measure("cpu") as inner:
+            big = b"\x01" * (300 * MB)
+            del big
+        small = b"\x01" * (40 * MB)
+        del small
+    # the earlier stage's 300 MB does not hide that the outer one peaked lower; the inner stage's peak is
+    # its own and does not count as the outer's
+    assert first["peak_mb"] > outer["peak_mb"] + 200
+    assert inner["peak_mb"] > outer["peak_mb"] + 200
+    assert first["seconds"] > 0 and outer["reserved_mb"] == 0.0
+
+
+WIDE = "tiny-x8-memtest"
+
+
+def _register_wide():
+    from relearnbench.registry import MODELS
+
+    if WIDE not in MODELS:
+        MODELS.register(WIDE, load_wide, preset="toy",
+                        description="the tiny model with 8x the UNet channels (tests/core/test_memory.py)")
+
+
+def load_wide(name, config, meta, device="cpu", dtype=None):
+    from relearnbench.testing import tiny_model
+
+    return tiny_model(device=device, width=8)
+
+
+def test_every_record_carries_its_stage_and_evaluation_peak(tmp_path):
+    """The fast path (torch-free dummy plugins): every record of every stage has both peaks, and
+    ``relearnbench table --timing`` lists one row per cell and stage with GB beside seconds."""
+    from relearnbench.executors import run_local
+    from relearnbench.spec import Spec
+    from relearnbench.store import Store
+    from relearnbench.table import timing_table
+
+    from relearnbench import builtins
+
+    if hasattr(builtins, "register_fakes"):  # the dummy plugins are registered on demand (tests/conftest.py's fakes)
+        builtins.register_fakes()
+    spec = Spec(models=["toy"], concepts=["triangle"], methods=["dummy"], attacks=["dummy", "none"],
+                metrics=["dummy"], jobs=1)
+    store = Store(tmp_path / "run")
+    assert run_local(spec, store).failed == 0
+    df = store.records_frame()
+    store.close()
+    assert (df.peak_mb > 0).all()
+    # a stage evaluated has its peak; one that reuses another's scores (the none attack's) was not evaluated again
+    assert ((df.eval_peak_mb > 0) == (df.eval_seconds > 0)).all() and (df.eval_seconds > 0).sum() == 5
+    table = timing_table(df)
+    assert list(table.columns) == ["model", "concept", "method", "attack", "seed", "stage", "made by", "seconds",
+                                   "peak_gb", "eval_seconds", "eval_peak_gb"]
+    assert len(table) == len(df.groupby(["attack", "stage"]))
+
+
+@pytest.mark.slow
+@linux
+def test_a_larger_model_records_a_larger_peak_at_every_stage(tmp_path):
+    """The tiny model runs first: memory the allocator keeps after a stage stays resident (and counts in later
+    stages' peaks), a real cost, so the figures are compared in the order that does not depend on it."""
+    from relearnbench.executors import run_local
+    from relearnbench.spec import Spec
+    from relearnbench.store import Store
+    from relearnbench.table import timing_table
+
+    _register_wide()
+    sets = {"sample": {"images_per_prompt": 1, "benign_images_per_prompt": 1, "steps": 2, "batch_size": 8},
+            "esd": {"steps": 2, "batch_size": 4, "ddim_steps": 2},
+            "ft": {"curve": (0, 1), "batch_size": 4, "images_per_prompt": 1}}
+    spec = Spec(models=["tiny", WIDE], concepts=["triangle"], methods=["esd-u-1"], attacks=["ft"], metrics=["asr"],
+                sets=sets, jobs=1)
+    store = Store(tmp_path / "run")
+    outcome = run_local(spec, store)
+    assert outcome.failed == 0, outcome.failures
+    df = store.records_frame()
+    store.close()
+    peaks = {}
+    for model, g in df.groupby("model"):
+        pre, post = g[g.stage == "pre"].iloc[0], g[g.stage == "post"].iloc[0]
+        peaks[model] = {"unlearn": pre.peak_mb, "pre-eval": pre.eval_peak_mb, "attack": post.peak_mb,
+                        "post-eval": post.eval_peak_mb}
+        assert all(v > 0 for v in peaks[model].values()), peaks
+    # the wide UNet: 12.4 M weights against 0.2 M, 47 MB a float32 copy; training holds ~5 copies (the cached
+    # original, the trained one, its gradients, AdamW's two moments), evaluation at least 2
+    for stage in ("unlearn", "attack"):
+        assert peaks[WIDE][stage] > peaks["tiny"][stage] + 150, (stage, peaks)
+    for stage in ("pre-eval", "post-eval"):
+        assert peaks[WIDE][stage] > peaks["tiny"][stage] + 60, (stage, peaks)
+    table = timing_table(df)
+    assert {"peak_gb", "eval_peak_gb", "seconds", "eval_seconds", "made by"} <= set(table.columns)
+    assert "reserved_gb" not in table.columns  # nothing reserved on the CPU
+    assert list(table[table.model == "tiny"].stage) == ["pre", "post@0", "post@1", "post"]
+    row = table[(table.model == WIDE) & (table.stage == "pre")].iloc[0]
+    assert row["made by"] == "unlearn" and row.peak_gb == round(peaks[WIDE]["unlearn"] / 1024, 3)
