@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A PNG of a `relearnbench report` page through headless Chromium (the README's screenshot; the slow test
+# A PNG of a `relearnbench report` page through headless Chromium (docs/report.md's screenshot; the slow test
 # in tests/core/test_report.py runs this script too):
 #   benchmarks/screenshot.sh runs/RUN/report/index.html report.png
 # CHROMIUM=path picks the browser (default: chromium, chromium-browser or google-chrome on PATH);

@@ -141,7 +141,7 @@ def _load_pickle(path: pathlib.Path, trust_pickle: bool, namespace: str) -> dict
         raise UserError(f"{namespace}.path={path} is a pickle holding {refused.group(1)}, which "
                         "torch.load(weights_only=True) refuses: unpickling it can run code. If you trust its source, "
                         f"--set {namespace}.trust_pickle=true; safer, convert it once to .safetensors "
-                        "(README: 'Attack published checkpoints')") from e
+                        "(docs/stable-diffusion.md, 'Attack published checkpoints')") from e
     if not isinstance(state, dict):
         raise UserError(f"{namespace}.path={path}: holds a {type(state).__name__}, not a state dict")
     return state

@@ -1,6 +1,6 @@
 """What several methods share: which UNet parameters a variant trains, and training sets encoded once.
 
-Methods see only the concept's ``train`` role (README, "Held-out protocol"): its texts, and images
+Methods see only the concept's ``train`` role (docs/protocol.md): its texts, and images
 from its ``train_data`` source (``relearnbench.data.images_for``: by default the model being
 unlearned samples them, as in the authors' code; the toy world's renderer or a folder otherwise).
 """

@@ -32,7 +32,7 @@ shrinks the finetuning gradient on forget data), ``retain_diff`` (−L(θ_FT; D_
 forget and retain gradients disagree) and ``retain`` (the L(θ; D_r) terms at θ). ``X+retain`` is
 the control: X with the retain terms alone and no simulated finetune.
 
-Data: the concept's ``train`` role only (README, "Held-out protocol"). D_FT is images of its
+Data: the concept's ``train`` role only (docs/protocol.md). D_FT is images of its
 ``train_prompts``, D_r of ``train_related`` and ``train_unrelated``, all from its ``train_data``
 source (the model being unlearned samples them, as in the authors' code). The attack finetunes on
 the attacker's own prompts and images, and nothing is scored on any of these.

@@ -42,7 +42,7 @@ class Prompt:
 class Concept:
     """What is erased and how it is judged; loaded from a TOML file (see relearnbench/concepts/).
 
-    Three roles that share no prompt (README, "Held-out protocol"): ``train`` is what the defender
+    Three roles that share no prompt (docs/protocol.md): ``train`` is what the defender
     (a method, meta's simulated finetune, its retain terms) sees, ``attack`` what the attacker
     finetunes on, and the evaluation prompts (``forget``, ``related``, ``unrelated``) are seen only by
     metrics; UnlearnDiffAtk and concept inversion rewrite the ``forget`` prompts, as published."""

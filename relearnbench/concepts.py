@@ -2,7 +2,7 @@
 path given to ``--concepts``. ``--set concept.KEY=VALUE`` overrides a key of every concept in the run
 (``--set concept.prompts=i2p_nudity.csv`` points the nudity concept at the user's prompt file).
 
-A concept's prompts come in three roles (README, "Held-out protocol"), checked disjoint here after
+A concept's prompts come in three roles (docs/protocol.md), checked disjoint here after
 case and whitespace are normalised: ``train`` (train_prompts, train_related, train_unrelated),
 ``attack`` (attack_prompts, attack_related, attack_unrelated) and ``eval`` (forget_prompts or the
 prompt CSV, related_prompts, unrelated_prompts). ``allow_overlap = true`` lifts the check."""

@@ -1,4 +1,4 @@
-"""The held-out protocol on the attacker's data path (README, "Held-out protocol"): no attack
+"""The held-out protocol on the attacker's data path (docs/protocol.md): no attack
 receives an evaluation benign prompt, or the defender's prompts, and none trains on images of an
 evaluation prompt. A prompt attack that rewrites the evaluation prompts (``reads_eval_prompts``,
 UnlearnDiffAtk as published) may encode their text, and only that. Every attack in the registry runs

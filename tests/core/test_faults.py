@@ -1,7 +1,7 @@
 """Faults a result directory meets on real storage, on a small real grid (the tiny random-weight model,
 its unlearned UNets cached as artifacts, a gradient metric that reads every weight): damaged, missing
 and half-written artifacts heal, and a kill during a store commit loses nothing. These are the
-checks behind the README's "what survives what" table."""
+checks behind the "what survives what" table of docs/robustness.md."""
 
 import os
 import random

@@ -231,7 +231,7 @@ def test_shipped_grid_plans(name):
     from relearnbench.runner import plan
     from relearnbench.spec import build_spec, load_grid
 
-    assert {"quick", "full", "methods", "paper-sd14"} <= set(catalogue(GRID_DIR))  # the README names these four
+    assert {"quick", "full", "methods", "paper-sd14"} <= set(catalogue(GRID_DIR))  # the docs name these four
     spec = build_spec(load_grid(name), {}, {})
     if name == "paper-sd14":
         with pytest.raises(UserError, match="concept nudity has no forget prompts"):

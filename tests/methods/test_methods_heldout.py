@@ -1,4 +1,4 @@
-"""The held-out protocol on the defender's data path (README, "Held-out protocol"): no method, and
+"""The held-out protocol on the defender's data path (docs/protocol.md): no method, and
 no method wrapped in +meta or +retain, receives an evaluation prompt or an evaluation benign prompt,
 nor the attacker's prompts. Every method in the registry (a third party's included) runs on the tiny
 model while a DataSpy records every text the tokenizer encodes and every prompt the toy world draws."""
