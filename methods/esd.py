@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from relearnbench.api import Concept, Context, LossMethod, Model
-from relearnbench.diffusion import add_noise, ddim_to_step, encode_text_frozen, guided, predict, sample_timesteps
+from relearnbench.diffusion import add_noise, ddim_xt, encode_text_frozen, guided, predict, sample_timesteps
 from relearnbench.methods.common import encode_set, trainable, training_prompts
 
 
@@ -73,13 +73,7 @@ class ESD(LossMethod):
             x0 = self.forget.x0[idx]
             t = sample_timesteps(model, x0.shape[0], g)
             return add_noise(model, x0, torch.randn(x0.shape, generator=g).to(x0.device), t), t
-        stop = int(torch.randint(cfg_.ddim_steps, (1,), generator=g))
-        x_t, _ = ddim_to_step(model, c, self.uncond, stop, cfg_.ddim_steps, cfg_.start_guidance, generator=g)
-        # t is uniform over the DDPM steps that DDIM step covers (the meta-unlearning authors' ESD step)
-        T = model.scheduler.config.num_train_timesteps
-        width = T // cfg_.ddim_steps
-        t = (T - width * (stop + 1)) + torch.randint(width, (c.shape[0],), generator=g)
-        return x_t, t.to(x_t.device)
+        return ddim_xt(model, c, self.uncond, cfg_.ddim_steps, cfg_.start_guidance, g)
 
     def loss(self, model: Model, step: int) -> torch.Tensor:
         g = self.generator

@@ -85,6 +85,9 @@ class Meta(LossMethod):
         forget_term: bool = True  # switch: the −L(θ_FT; D_FT) term
         retain_diff: bool = True  # switch: the −L(θ_FT; D_r) terms
         retain: bool = True  # switch: the +L(θ; D_r) terms
+        # which UNet weights the outer and inner steps train: the base method's own (ESD-u's), or every weight (the
+        # authors' scripts/esd_meta.sh and sdd_meta.sh: --finetuning_method full; the +meta-full wrapper)
+        train: Literal["base", "full"] = "base"
 
     config_name = "meta"
     version = "3"  # 3: order 2's τ and inner clipping; 2: the terms evaluated together, fused inner AdamW
@@ -123,6 +126,8 @@ class Meta(LossMethod):
         base = self.base
         if self.loss_based():
             named = base.prepare(model, concept, ctx)
+            if self.config.train == "full":  # the base's loss and our terms move every weight
+                named = list(model.unet.named_parameters())
         else:
             base.unlearn(model, concept, ctx)
             named = list(model.unet.named_parameters())
@@ -165,6 +170,10 @@ class Meta(LossMethod):
 
     def title(self) -> str:
         return f"{self.base.title()}+{self.suffix}"
+
+    def finish(self, model: Model) -> None:
+        if self.loss_based():
+            self.base.finish(model)
 
     def release(self) -> None:
         """The harness reuses this instance for many cells: drop the model, the buffers and the data."""
@@ -329,11 +338,13 @@ PRESETS = {
     # --gamma2_1 0.01: argparse keeps the last, so γ2_1 = 0.01 and γ2_2 = γ2_3 keep their default 1.0
     "authors-effective": {
         "": dict(unrelated=0.1, related=0.01, forget_ft=0.01, related_ft=1.0, unrelated_ft=1.0),
-        "uce": dict(unrelated=0.1, related=0.1, forget_ft=0.01, related_ft=1.0, unrelated_ft=1.0)},
+        "uce": dict(unrelated=0.1, related=0.1, forget_ft=0.01, related_ft=1.0, unrelated_ft=1.0),
+        "rece": dict(unrelated=0.1, related=0.1, forget_ft=0.01, related_ft=1.0, unrelated_ft=1.0)},  # meta.sh: both
     # the three values those scripts pass, in the order of γ2_1, γ2_2, γ2_3
     "authors-intended": {
         "": dict(unrelated=0.1, related=0.01, forget_ft=0.1, related_ft=0.1, unrelated_ft=0.01),
-        "uce": dict(unrelated=0.1, related=0.1, forget_ft=0.1, related_ft=0.1, unrelated_ft=0.01)},
+        "uce": dict(unrelated=0.1, related=0.1, forget_ft=0.1, related_ft=0.1, unrelated_ft=0.01),
+        "rece": dict(unrelated=0.1, related=0.1, forget_ft=0.1, related_ft=0.1, unrelated_ft=0.01)},
     # the paper's objective: L_meta = −L(θ_FT; D_FT) − ζ [L(θ_FT; D_r) − L(θ; D_r)] at weight γ2, so the retain
     # loss enters at θ and at θ_FT with the same weight γ2·ζ. Ours: γ2 = 0.1 (the intended γ2_1) and ζ = 1; the
     # paper publishes neither. At order 1 the two retain terms cancel but for how θ_FT moved the retain gradient.

@@ -46,10 +46,8 @@ class UCE(Method):
     def unlearn(self, model: Model, concept: Concept, ctx: Context) -> None:
         c = self.config
         forget = training_prompts(concept, "all")
-        guides = [concept.anchor] * len(forget) if c.guide == "anchor" else \
-            [concept.train_unrelated[i % len(concept.train_unrelated)] for i in range(len(forget))]
-        preserve = {"benign": concept.train_benign, "related": concept.train_related,
-                    "unrelated": concept.train_unrelated, "none": ()}[c.preserve] + (("",) if c.preserve_uncond else ())
+        guides = self.guides(concept, forget)
+        preserve = self.preserved(concept)
         erase_in, guide_in = [], []  # aligned token embeddings: c_i and the guide's c_i*
         for f, g in zip(forget, guides):
             ci, gi = self.erase_tokens(model, f, g)
@@ -62,15 +60,19 @@ class UCE(Method):
         C_g = torch.cat(guide_in).double()
         C_p = torch.cat(preserve_in).double() if preserve_in else C_e[:0]
         for proj in self.projections(model.unet):
-            W_old = proj.weight.detach().double()
-            mat1 = c.lamb * W_old + c.erase_scale * (C_g @ W_old.T).T @ C_e \
-                + s_p * (C_p @ W_old.T).T @ C_p
-            mat2 = c.lamb * torch.eye(W_old.shape[1], dtype=W_old.dtype, device=W_old.device) \
-                + c.erase_scale * C_e.T @ C_e + s_p * C_p.T @ C_p
-            # W = mat1 · mat2⁻¹, mat2 symmetric positive definite: solve rather than invert
-            W = torch.linalg.solve(mat2, mat1.T).T
-            with torch.no_grad():
-                proj.weight.copy_(W.to(proj.weight.dtype))
+            edit(proj, C_e, C_g, C_p, c.erase_scale, s_p, c.lamb)
+
+    def guides(self, concept: Concept, forget: list[str]) -> list[str]:
+        """The guide prompt of each erased text: the anchor, or the train_unrelated prompts in turn."""
+        if self.config.guide == "anchor":
+            return [concept.anchor] * len(forget)
+        return [concept.train_unrelated[i % len(concept.train_unrelated)] for i in range(len(forget))]
+
+    def preserved(self, concept: Concept) -> tuple[str, ...]:
+        """The texts whose keys and values the edit keeps: the ``preserve`` set's train prompts, and ""."""
+        c = self.config
+        return {"benign": concept.train_benign, "related": concept.train_related,
+                "unrelated": concept.train_unrelated, "none": ()}[c.preserve] + (("",) if c.preserve_uncond else ())
 
     def projections(self, unet) -> list:
         """The cross-attention value (and key) projections, in module order."""
@@ -101,3 +103,17 @@ class UCE(Method):
             a = self._tail_start(model, text)
             return emb[a:a + 1]
         return emb
+
+
+def edit(proj, C_e: torch.Tensor, C_g: torch.Tensor, C_p: torch.Tensor, s_e: float, s_p: float, lamb: float) -> None:
+    """Replace ``proj.weight`` (W_old) by the closed form of the docstring: the erase rows ``C_e`` [n_e, in] map
+    to W_old ``C_g`` (their guides), the preserve rows ``C_p`` keep W_old's outputs, λ pulls towards W_old."""
+    W_old = proj.weight.detach().double()
+    C_e, C_g, C_p = C_e.double(), C_g.double(), C_p.double()
+    mat1 = lamb * W_old + s_e * (C_g @ W_old.T).T @ C_e + s_p * (C_p @ W_old.T).T @ C_p
+    mat2 = lamb * torch.eye(W_old.shape[1], dtype=W_old.dtype, device=W_old.device) \
+        + s_e * C_e.T @ C_e + s_p * C_p.T @ C_p
+    # W = mat1 · mat2⁻¹, mat2 symmetric positive definite: solve rather than invert
+    W = torch.linalg.solve(mat2, mat1.T).T
+    with torch.no_grad():
+        proj.weight.copy_(W.to(proj.weight.dtype))

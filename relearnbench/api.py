@@ -249,6 +249,10 @@ class LossMethod(Method):
         """Change the gradients before clipping and stepping (SalUn masks them here, meta adds its
         terms); default: nothing."""
 
+    def finish(self, model: Model) -> None:
+        """After the last step, before ``release``: put other weights than the trained ones in ``model`` (SDD
+        hands back its EMA teacher); default: nothing."""
+
     def release(self) -> None:
         """Drop the per-run state ``prepare`` kept (a teacher UNet, encoded data); default: nothing."""
 
@@ -283,5 +287,6 @@ class LossMethod(Method):
             if clip:
                 torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
+        self.finish(model)
         model.unet.requires_grad_(False)
         self.release()

@@ -179,6 +179,19 @@ def ddim_to_step(model: Model, c: torch.Tensor, uncond: torch.Tensor, stop: int,
     return x, sched.timesteps[stop].expand(b)
 
 
+def ddim_xt(model: Model, c: torch.Tensor, uncond: torch.Tensor, steps: int, guidance: float,
+            generator: torch.Generator, unet=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_t, t) for a distillation target (ESD's and SDD's recipe): x_t sampled by DDIM from pure noise on a
+    ``steps``-step schedule, conditioned on c at ``guidance``, stopped at a random step; t uniform over the
+    DDPM steps that DDIM step covers (the meta-unlearning authors' ``t_ddpm``)."""
+    stop = int(torch.randint(steps, (1,), generator=generator))
+    x_t, _ = ddim_to_step(model, c, uncond, stop, steps, guidance, generator=generator, unet=unet)
+    T = model.scheduler.config.num_train_timesteps
+    width = T // steps
+    t = (T - width * (stop + 1)) + torch.randint(width, (len(c),), generator=generator)
+    return x_t, t.to(x_t.device)
+
+
 @torch.no_grad()
 def denoise(model: Model, x: torch.Tensor, c: torch.Tensor, uncond: torch.Tensor, guidance,
             sched: DDIMScheduler, timesteps: torch.Tensor, on_step=None, unet=None) -> torch.Tensor:
