@@ -146,6 +146,15 @@ class CleanFinetune(Finetune):
         return concept.attack_benign
 
 
+class OnePromptFinetune(Finetune):
+    """full UNet finetune on images of one harmful prompt (the meta-unlearning paper's HRM-s)"""
+
+    config_name = "ft_one"
+
+    def prompts(self, concept: Concept) -> tuple[str, ...]:
+        return concept.attack[:1]
+
+
 class AdaptiveFinetune(Finetune):
     """finetune on concept data mixed with related benign data (against self-destruct)"""
 

@@ -182,6 +182,13 @@ class FID(Metric):
 
         toy = JUDGES.get("toy")  # the toy judge's features, through the judge registry
         ref, c = concept.fid_reference, self.config
+        if c.prompts.endswith(".csv") and (not pathlib.Path(c.prompts).is_file() or not ref or ref == "world"
+                                           or not pathlib.Path(ref).exists()):
+            return [f"FID on caption prompts needs the captions and the reference images of them: --set fid.prompts="
+                    f"coco_10k.csv (Diffusion-MU-Attack prompts/coco_10k.csv; now {c.prompts!r}"
+                    f"{'' if pathlib.Path(c.prompts).is_file() else ', not found'}) and --set concept.fid_reference="
+                    f"DIR (COCO's images of those captions, or a clean-fid .npz; now {ref or 'none'}"
+                    f"{'' if not ref or ref == 'world' or pathlib.Path(ref).exists() else ', not found'})"]
         if not ref:
             return [f"concept {concept.name} declares no fid_reference (\"world\", an image folder, or a clean-fid "
                     "statistics .npz); set one with --set concept.fid_reference=..."]

@@ -36,6 +36,8 @@ def register_all():
     ATTACKS.register("none", f"{A}.none:NoAttack", description="no attack: the unlearned model as released")
     ATTACKS.register("dummy", f"{A}.dummy:Dummy", description="deterministic fake attack for harness tests (no torch)")
     ATTACKS.register("ft", f"{A}.ft:Finetune", description="full UNet finetune on images of the erased concept")
+    ATTACKS.register("ft_one", f"{A}.ft:OnePromptFinetune",
+                     description="full UNet finetune on one harmful prompt's images (the paper's HRM-s)")
     ATTACKS.register("ft_clean", f"{A}.ft:CleanFinetune", description="full UNet finetune on benign data only (CLEAN)")
     ATTACKS.register("ft_adaptive", f"{A}.ft:AdaptiveFinetune",
                      description="finetune on concept data mixed with related benign data (against self-destruct)")

@@ -49,7 +49,8 @@ def _plugin_lines(kind: str, name: str, plugin, scale: str, sets: dict) -> list[
     out = [f"  method {name} [{scale}]: {type(base).__name__} (version {base.version}) "
            f"+ {plugin.suffix} (version {plugin.version})",
            *_settings(type(base), base.config, scale, sets, entry),
-           *_settings(Meta, plugin.config, scale, sets, {}, extra_tables=[f"{scale}.{base.config_name}"])]
+           *_settings(Meta, plugin.config, scale, sets, REGISTRIES[kind].wrapper(plugin.suffix)[1].get("fixed"),
+                      extra_tables=[f"{scale}.{base.config_name}"])]
     if hasattr(plugin, "gammas"):
         out.append(f"      weights in effect: {plugin.gammas()}    <- preset {plugin.config.preset!r} "
                    "(methods/meta.py PRESETS) unless set above")
@@ -77,6 +78,7 @@ def describe_plan(spec) -> str:
                  f" x {len(spec.methods)} methods x {len(spec.attacks)} attacks x {len(spec.seeds)} seeds; "
                  f"device {spec.device}, dtype {spec.dtype}, executor {spec.executor}")
     lines += notes
+    lines += [f"attack {a} runs only on {', '.join(ms)} (the grid's [only])" for a, ms in spec.only.items()]
     lines.append("cells (model / concept / method / attack / seed):")
     lines += [f"  {'/'.join(map(str, c))}" for c in cells]
     for c, concept in p.concepts.items():

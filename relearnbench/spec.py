@@ -38,15 +38,18 @@ class Spec:
     cpus_per_task: int = 1  # ray: CPU cores each task asks for
     max_retries: int = 2  # ray: retries of a task whose worker died (a plugin's exception is not retried)
     plugins: list[str] = field(default_factory=list)  # --plugin modules, loaded by every worker
+    only: dict[str, list[str]] = field(default_factory=dict)  # attack -> the methods it runs on (a grid's [only])
 
     def cells(self):
-        """(model, concept, method, attack, seed) in the order that reuses cached artifacts."""
+        """(model, concept, method, attack, seed) in the order that reuses cached artifacts; an attack in ``only``
+        crosses only the methods it lists there."""
         for m in self.models:
             for c in self.concepts:
                 for meth in self.methods:
                     for s in self.seeds:
                         for a in self.attacks:
-                            yield (m, c, meth, a, s)
+                            if a not in self.only or meth in self.only[a]:
+                                yield (m, c, meth, a, s)
 
 
 def load_grid(name_or_path: str) -> dict:
@@ -66,10 +69,11 @@ def build_spec(grid: dict | None, flags: dict, sets: dict[str, dict]) -> Spec:
         for key, value in source.items():
             if value is None or value == ():
                 continue
-            if key == "set":
+            if key in ("set", "only"):
                 continue
             if key not in LISTS + SCALARS:
-                raise UserError(f"{label} key {key!r} is unknown; {near_misses(key, list(LISTS + SCALARS) + ['set'])}")
+                raise UserError(f"{label} key {key!r} is unknown; "
+                                f"{near_misses(key, list(LISTS + SCALARS) + ['set', 'only'])}")
             if key in LISTS:
                 value = _as_list(key, value)
             values[key] = value
@@ -83,6 +87,7 @@ def build_spec(grid: dict | None, flags: dict, sets: dict[str, dict]) -> Spec:
             raise UserError(f"grid [set.{ns}] must be a table of key = value")
         merged.setdefault(ns, {}).update(table)
     spec.sets = merged
+    spec.only = _only((grid or {}).get("only", {}), spec)
     if spec.dtype not in DTYPES:
         raise UserError(f"--dtype {spec.dtype!r}: expected one of {', '.join(DTYPES)}")
     if not isinstance(spec.jobs, int) or spec.jobs < 0:
@@ -90,6 +95,23 @@ def build_spec(grid: dict | None, flags: dict, sets: dict[str, dict]) -> Spec:
     if spec.executor not in ("local", "ray"):
         raise UserError(f"--executor {spec.executor!r}: expected local or ray")
     return spec
+
+
+def _only(table, spec: Spec) -> dict[str, list[str]]:
+    """A grid's ``[only]`` table (``unlearndiffatk = ["rece", "rece+meta"]``): attacks that run on some methods."""
+    if not isinstance(table, dict):
+        raise UserError('grid key \'only\' must be a table of attack = [methods], e.g. [only] unlearndiffatk = ["rece"]')
+    from relearnbench.registry import ATTACKS, METHODS
+
+    out = {}
+    for attack, methods in table.items():
+        methods = _as_list(f"only.{attack}", methods)
+        ATTACKS.check(attack)  # a misspelt name is an error; one the run's --attacks / --methods left out is not
+        for m in methods:
+            METHODS.check(m)
+        if attack in spec.attacks:
+            out[attack] = [m for m in methods if m in spec.methods]
+    return out
 
 
 def _as_list(key: str, value) -> list:

@@ -70,6 +70,7 @@ def _make_ctx(judge=None, seed=0) -> Context:
 TINY = {
     "ft": dict(curve=[0, 1, 3], batch_size=2, images_per_prompt=2, lr=1e-3),
     "ft_clean": dict(curve=[0, 2], batch_size=2, images_per_prompt=2, lr=1e-3),
+    "ft_one": dict(curve=[0, 2], batch_size=2, images_per_prompt=2, lr=1e-3),
     "ft_adaptive": dict(curve=[0, 1, 2], batch_size=2, images_per_prompt=2, lr=1e-3),
     "lora": dict(curve=[0, 2, 4], batch_size=2, images_per_prompt=2, lr=1e-2),
     "unlearndiffatk": dict(k=2, timesteps=2, iterations=2),

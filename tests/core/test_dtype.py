@@ -19,10 +19,11 @@ SAMPLE = ["sample.images_per_prompt=1", "sample.benign_images_per_prompt=1", "sa
 # a couple of steps each; a plugin that is not named here runs with its toy preset
 TINY = {
     "esd": ["steps=2", "batch_size=2", "ddim_steps=4", "images=4"],
+    "sdd": ["steps=2", "batch_size=2", "ddim_steps=4"],
     "salun": ["steps=2", "batch_size=4", "forget_images=4", "retain_images=4"],
     "meta": ["steps=2", "lr=1e-3", "inner_steps=1", "inner_batch=2", "forget_images=4", "retain_images=2",
              "batch_size=2"],
-    **{a: ["curve=0,1", "batch_size=2", "images_per_prompt=1"] for a in ("ft", "ft_clean", "ft_adaptive", "lora")},
+    **{a: ["curve=0,1", "batch_size=2", "images_per_prompt=1"] for a in ("ft", "ft_one", "ft_clean", "ft_adaptive", "lora")},
     "unlearndiffatk": ["k=2", "timesteps=2", "iterations=1"],
     "ci": ["steps=2", "batch_size=2", "images_per_prompt=1"],
     "fid": ["reference_images=8"],

@@ -9,6 +9,7 @@ from relearnbench.api import Context
 # a couple of steps each, on a handful of images; a plugin missing here runs with its toy preset
 TINY = {
     "esd": dict(steps=2, batch_size=2, ddim_steps=4, images=4),
+    "sdd": dict(steps=2, batch_size=2, ddim_steps=4),
     "salun": dict(steps=2, batch_size=4, forget_images=8, retain_images=8),
     "uce": dict(),
     "meta": dict(steps=2, lr=1e-3, inner_steps=1, inner_batch=4, forget_images=8, retain_images=4, batch_size=4),

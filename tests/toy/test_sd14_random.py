@@ -39,11 +39,13 @@ def _mem_available_gb() -> float:
 # the model, the sampler (LMS at the CSV's seeds), the NudeNet judge and every method and attack are the SD ones.
 TINY_STEPS = ["model.resolution=64",  # the same weights as at 512; one 512 px UNet call takes ~20 s on 2 cores
               "sample.steps=2", "sample.images_per_prompt=1", "sample.benign_images_per_prompt=1",
-              "esd.steps=1", "esd.ddim_steps=2", "esd.images=2",
+              "esd.steps=1", "esd.ddim_steps=2", "esd.images=2", "sdd.steps=1", "sdd.ddim_steps=2", "rece.rounds=1",
               "meta.steps=1", "meta.inner_steps=1", "meta.inner_batch=1", "meta.forget_images=2",
               "meta.retain_images=1", "meta.batch_size=1", "meta.term_batches=1", "meta.forward_batch=1",
               "ft.curve=0,1", "ft.batch_size=1", "ft.images_per_prompt=1",
               "ft_clean.curve=0,1", "ft_clean.batch_size=1", "ft_clean.images_per_prompt=1",
+              "ft_one.curve=0,1", "ft_one.batch_size=1", "ft_one.images_per_prompt=1",
+              "unlearndiffatk.iterations=1", "unlearndiffatk.timesteps=1", "fid.prompts=benign",
               "asr.bootstrap=10", "clip.bootstrap=10", "clip.model=toy", "fid.features=toy_judge"]
 GRID = load_grid("paper-sd14")
 
@@ -53,7 +55,7 @@ GRID = load_grid("paper-sd14")
 # 14 GB more (an estimate from those parts, not measured). The untrained cells (none, uce; attack none) peak at
 # 9.2 GB RSS and take 4.5 min on 2 busy cores; the whole grid runs where about 48 GB are free.
 SCOPES = [
-    pytest.param(["none", "uce"], ["none"], id="untrained-cells"),
+    pytest.param(["none", "uce", "rece"], ["none"], id="untrained-cells"),
     pytest.param(GRID["methods"], GRID["attacks"], id="whole-grid",
                  marks=pytest.mark.skipif(_mem_available_gb() < 48,
                                           reason="the whole paper-sd14 grid on sd14-random needs ~48 GB free RAM")),
@@ -65,7 +67,7 @@ SCOPES = [
 def test_paper_sd14_grid_runs_on_sd14_random(run_cli, tmp_path, methods, attacks):
     """`relearnbench run --grid paper-sd14 --model sd14-random` on the CPU: every cell done, asr / fid / clip
     recorded before and after each attack with values in range. On a machine with under ~48 GB free only the
-    cells that train nothing run (methods none and uce, attack none); the whole grid was checked on the
+    cells that train nothing run (methods none, uce and rece, attack none); the whole grid was checked on the
     `tiny` model with the same settings (21 cells done)."""
     import numpy as np
     import torch
@@ -86,9 +88,13 @@ def test_paper_sd14_grid_runs_on_sd14_random(run_cli, tmp_path, methods, attacks
     sets = [f"concept.prompts={prompts}", f"concept.fid_reference={reference}", *TINY_STEPS]
     if not any(m.endswith("+meta") for m in methods):  # a --set of a namespace no plugin reads is an error
         sets = [s for s in sets if not s.startswith("meta.")]
-    if not {"esd-u-1", "esd-u-3"} & {m.removesuffix("+meta") for m in methods}:
+    bases = {m.removesuffix("+meta") for m in methods}
+    if not {"esd-u-1", "esd-u-3", "esd-f-3"} & bases:
         sets = [s for s in sets if not s.startswith("esd.")]
-    for attack in ("ft", "ft_clean"):
+    for base in ("sdd", "rece"):
+        if base not in bases:
+            sets = [s for s in sets if not s.startswith(f"{base}.")]
+    for attack in ("ft", "ft_one", "ft_clean", "unlearndiffatk"):
         if attack not in attacks:
             sets = [s for s in sets if not s.startswith(f"{attack}.")]
     run_cli("run", "--grid", "paper-sd14", "--model", "sd14-random", "--device", "cpu", "--dtype", "float32",
@@ -97,7 +103,9 @@ def test_paper_sd14_grid_runs_on_sd14_random(run_cli, tmp_path, methods, attacks
 
     db = sqlite3.connect(out / "results.sqlite")
     cells = db.execute("SELECT model, concept, method, attack, seed, status, error, config FROM cells").fetchall()
-    assert {(m, a) for _, _, m, a, *_ in cells} == set(itertools.product(methods, attacks))
+    only = GRID.get("only", {})  # unlearndiffatk on rece and rece+meta alone
+    expected = {(m, a) for m, a in itertools.product(methods, attacks) if a not in only or m in only[a]}
+    assert {(m, a) for _, _, m, a, *_ in cells} == expected
     assert all((model, concept, seed) == ("sd14-random", "nudity", 0) for model, concept, _, _, seed, *_ in cells)
     assert [(m, a, error) for _, _, m, a, _, status, error, _ in cells if status != "done"] == []
     for *_, config in cells:
@@ -108,10 +116,10 @@ def test_paper_sd14_grid_runs_on_sd14_random(run_cli, tmp_path, methods, attacks
     by_cell = {}
     for method, attack, stage, metric, value, n, info in records:
         by_cell.setdefault((method, attack), {})[(stage, metric)] = (value, n, json.loads(info or "{}"))
-    for method, attack in itertools.product(methods, attacks):
+    for method, attack in sorted(expected):
         got = by_cell[(method, attack)]
-        last = "post@1" if attack in ("ft", "ft_clean") else "post@0"  # the curve's end; the none attack's step 0
-        for stage in ("pre", "post", last):
+        last = "post@1" if attack in ("ft", "ft_one", "ft_clean") else "post@0"  # the curve's end; none's step 0
+        for stage in ("pre", "post") + ((last,) if attack != "unlearndiffatk" else ()):
             asr, n_asr, _ = got[(stage, "asr")]
             assert 0 <= asr <= 100 and n_asr == 2, (method, attack, stage)  # 2 CSV prompts x 1 image, judged
             if stage != "post@0":
@@ -120,7 +128,7 @@ def test_paper_sd14_grid_runs_on_sd14_random(run_cli, tmp_path, methods, attacks
                 assert 0 <= clip <= 100 and n_clip == 6, (method, attack, stage)  # 6 benign prompts x 1
                 assert math.isfinite(fid) and fid >= 0 and n_fid == 6, (method, attack, stage)
                 assert fid_info["features"].startswith("toy_judge") and fid_info["reference"] == str(reference)
-        if attack in ("ft", "ft_clean"):  # one AdamW step on every UNet weight moved the benign images
+        if attack in ("ft", "ft_one", "ft_clean"):  # one AdamW step on every UNet weight moved the benign images
             assert got[("post", "fid")][0] != got[("pre", "fid")][0], (method, attack)
-        if method != "none":  # the method edited the weights: its benign images are not the original model's
+        if method != "none" and attack != "unlearndiffatk":  # the method edited the weights: its benign images are not the original model's
             assert got[("pre", "fid")][0] != by_cell[("none", attack)][("pre", "fid")][0], (method, attack)
