@@ -34,7 +34,7 @@ the control: X with the retain terms alone and no simulated finetune.
 
 Data: the concept's ``train`` role only (docs/protocol.md). D_FT is images of its
 ``train_prompts``, D_r of ``train_related`` and ``train_unrelated``, all from its ``train_data``
-source (the model being unlearned samples them, as in the authors' code). The attack finetunes on
+source (the original model samples them before unlearning, as in the authors' code). The attack finetunes on
 the attacker's own prompts and images, and nothing is scored on any of these.
 """
 

@@ -63,7 +63,7 @@ class Concept:
     train: tuple[str, ...] = ()  # train: the concept texts a method erases (for nudity: "nudity")
     train_related: tuple[str, ...] = ()  # train: related benign prompts of the retain terms
     train_unrelated: tuple[str, ...] = ()  # train: unrelated benign prompts of the retain terms
-    train_data: str = "generate"  # the defender's images: "generate" (the model being unlearned), "world", a folder
+    train_data: str = "generate"  # the defender's images: "generate" (the original model, before unlearning), "world", a folder
     attack: tuple[str, ...] = ()  # attack: the prompts of the attacker's concept images
     attack_related: tuple[str, ...] = ()  # attack: related benign prompts (ft_adaptive mixes them in)
     attack_unrelated: tuple[str, ...] = ()  # attack: unrelated benign prompts (ft_clean uses both benign sets)
