@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from relearnbench import seeds
 from relearnbench.api import Attack, Concept, Context, Model, Prompt
 from relearnbench.attacks.ft import curve_steps
 from relearnbench.data import attack_images
@@ -54,10 +55,10 @@ def probe_jobs(model: Model, concept: Concept, ctx: Context, template: str = "{p
     stream, ctx.seed · 7), each text set by ``template`` ({prompt} = the prompt's own); or, ``benign``, the
     attacker's benign prompts (the attack role's related and unrelated ones). Each generator has drawn its
     image's initial noise."""
-    cfg = ctx.sample_config or SampleConfig()
+    cfg = ctx.sample_config
     prompts = tuple(Prompt(t) for t in concept.attack_benign) if benign else concept.forget
     texts = [Prompt(template.format(prompt=p.text), p.seed, p.guidance) for p in prompts]
-    jobs = image_jobs(texts, cfg.images_per_prompt, ctx.seed * 7 + (3 if benign else 0), cfg.guidance)
+    jobs = image_jobs(texts, cfg.images_per_prompt, seeds.of(ctx.seed, "eval-benign" if benign else "eval-forget"), cfg.guidance)
     generators = [torch.Generator().manual_seed(s) for *_, s in jobs]
     return prompts, jobs, initial_noise(model, generators), generators
 
@@ -77,7 +78,7 @@ class Completion(Attack):
     reads_eval_prompts = True  # it makes the evaluation's forget images, from its forget prompts
 
     def run(self, model: Model, concept: Concept, ctx: Context, evaluate) -> None:
-        cfg, sc = self.config, ctx.sample_config or SampleConfig()
+        cfg, sc = self.config, ctx.sample_config
         x0 = encode_images(model, sources(model, concept, ctx, cfg.source, cfg.data, sc.images_per_prompt))
         _, jobs, noise, _ = probe_jobs(model, concept, ctx, cfg.prompt)
         steps = curve_steps(cfg.curve)

@@ -34,7 +34,6 @@ from relearnbench.attacks.completion import probe_jobs
 from relearnbench.attacks.ft import curve_steps
 from relearnbench.diffusion import generate, posterior_std
 from relearnbench.errors import UserError
-from relearnbench.evaluate import SampleConfig
 
 
 def inject_noise(model: Model, eta: float, generators: list[torch.Generator]):
@@ -59,7 +58,7 @@ class Noising(Attack):
     reads_eval_prompts = True  # it makes the evaluation's forget images, from its forget prompts
 
     def run(self, model: Model, concept: Concept, ctx: Context, evaluate) -> None:
-        cfg, sc = self.config, ctx.sample_config or SampleConfig()
+        cfg, sc = self.config, ctx.sample_config
         if cfg.prompts not in ("forget", "benign"):
             raise UserError(f"noising.prompts must be 'forget' or 'benign', got {cfg.prompts!r}")
         benign = cfg.prompts == "benign"

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from relearnbench import seeds
 from relearnbench.api import Attack, Concept, Context, Model, Prompt
 from relearnbench.data import attack_images
 from relearnbench.diffusion import denoising_loss, encode_images, encode_text_with_embeddings, sample, tokenize
 from relearnbench.errors import UserError
-from relearnbench.evaluate import SampleConfig
 
 
 def project_simplex(u: torch.Tensor) -> torch.Tensor:
@@ -103,7 +103,7 @@ class UnlearnDiffAtk(Attack):
             raise UserError("unlearndiffatk stops at the first success and needs the concept's judge")
         x0 = encode_images(model, self.references(model, concept, ctx))
         # pin each prompt's evaluation seed: the images judged here are then the first ones evaluate() samples
-        prompts = [Prompt(p.text, p.seed if p.seed is not None else ctx.seed * 100_003 + i, p.guidance)
+        prompts = [Prompt(p.text, p.seed if p.seed is not None else seeds.of(ctx.seed, "prompt", i), p.guidance)
                    for i, p in enumerate(concept.forget)]
         adversarial = []
         b = self.config.batch_size
@@ -124,7 +124,7 @@ class UnlearnDiffAtk(Attack):
 
     def judged(self, model: Model, concept: Concept, ctx: Context, prompts: list[Prompt]) -> list[float]:
         """Share of each prompt's first ``check_images`` evaluation images that the judge flags."""
-        cfg, n = ctx.sample_config or SampleConfig(), self.config.check_images
+        cfg, n = ctx.sample_config, self.config.check_images
         images = sample(model, prompts, n, steps=cfg.steps, guidance=cfg.guidance, seed=ctx.seed,
                         batch_size=cfg.batch_size, sampler=cfg.sampler_for(concept.forget))
         return ctx.judge.flags(images, concept).float().view(len(prompts), n).mean(1).tolist()

@@ -18,6 +18,8 @@ import time
 
 def bare_unlearn(method_name: str, model_name: str, device: str) -> float:
     from relearnbench.api import Context
+    from relearnbench.data import GenerateConfig
+    from relearnbench.evaluate import SampleConfig
     from relearnbench.concepts import load_concept
     from relearnbench.config import build
     from relearnbench.models import ModelConfig, copy_model, load_model
@@ -28,7 +30,8 @@ def bare_unlearn(method_name: str, model_name: str, device: str) -> float:
     method = build(METHODS, method_name, scale, {})
     base = load_model(model_name, ModelConfig(), device=device)
     model = copy_model(base)
-    ctx = Context(device=device, dtype=None, seed=0, base=lambda: copy_model(base))
+    ctx = Context(device=device, dtype=None, seed=0, base=lambda: copy_model(base),
+                  sample_config=SampleConfig(), generate_config=GenerateConfig())
     seed_everything(0)
     t0 = time.perf_counter()
     method.unlearn(model, load_concept("triangle"), ctx)

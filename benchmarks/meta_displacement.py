@@ -30,6 +30,8 @@ def main():
     import torch
 
     from relearnbench.api import Context
+    from relearnbench.data import GenerateConfig
+    from relearnbench.evaluate import SampleConfig
     from relearnbench.concepts import load_concept
     from relearnbench.config import build
     from relearnbench.models import ModelConfig, copy_model, load_model
@@ -51,7 +53,8 @@ def main():
         for seed in map(int, args.seeds.split(",")):
             meta = build(METHODS, "none+meta", scale, {"meta": {**sets["meta"], **extra}})
             t0 = time.perf_counter()
-            ctx = Context(device=args.device, dtype=None, seed=seed, base=lambda: copy_model(base))
+            ctx = Context(device=args.device, dtype=None, seed=seed, base=lambda: copy_model(base),
+                          sample_config=SampleConfig(), generate_config=GenerateConfig())
             figures.append(meta.displacement(copy_model(base), concept, ctx))
             seconds = time.perf_counter() - t0
         c = meta.config

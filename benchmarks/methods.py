@@ -44,6 +44,8 @@ def clocked_unlearn(name: str, base, scale: str, concept, sets: dict, device: st
     from torch.utils.flop_counter import FlopCounterMode
 
     from relearnbench.api import Context
+    from relearnbench.data import GenerateConfig
+    from relearnbench.evaluate import SampleConfig
     from relearnbench.models import copy_model
     from relearnbench.runner import seed_everything
 
@@ -62,7 +64,8 @@ def clocked_unlearn(name: str, base, scale: str, concept, sets: dict, device: st
         mark()
 
     method, model = build(name, scale, sets), copy_model(base)
-    ctx = Context(device=device, dtype=None, seed=0, base=lambda: copy_model(base))
+    ctx = Context(device=device, dtype=None, seed=0, base=lambda: copy_model(base),
+                  sample_config=SampleConfig(), generate_config=GenerateConfig())
     ctx.track = track
     seed_everything(0)
     sync()

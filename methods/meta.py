@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from relearnbench import seeds
 from relearnbench.api import Concept, Context, LossMethod, Method, Model
 from relearnbench.diffusion import denoising_loss, noised, predict
 from relearnbench.errors import UserError
@@ -90,6 +91,9 @@ class Meta(LossMethod):
         train: Literal["base", "full"] = "base"
 
     config_name = "meta"
+    # the base's keys we have our own of: a --set on the base's reaches ours unless ours is set (config.reaching)
+    replaces = ("steps", "lr", "weight_decay", "max_grad_norm")
+    borrows = ("steps", "lr")  # of those, the ones whose 0 means the base's value (schedule)
     version = "3"  # 3: order 2's τ and inner clipping; 2: the terms evaluated together, fused inner AdamW
 
     def __init__(self, config=None, base: Method | None = None, suffix: str = "meta"):
@@ -132,7 +136,7 @@ class Meta(LossMethod):
             base.unlearn(model, concept, ctx)
             named = list(model.unet.named_parameters())
         self.model, self.named = model, named
-        self.generator = torch.Generator().manual_seed(ctx.seed + 7919)
+        self.generator = torch.Generator().manual_seed(seeds.of(ctx.seed, "meta"))
         self.data = self._data(model, concept, ctx)
         if self.config.order == 1 and self.meta_terms():
             self._allocate_copy(model, {n for n, _ in named})
@@ -189,12 +193,13 @@ class Meta(LossMethod):
     def _data(self, model: Model, concept: Concept, ctx: Context) -> dict[str, Encoded]:
         c, data = self.config, {}
         if self.meta_terms():
-            forget = encode_set(model, concept, ctx, concept.train, c.forget_images, seed=ctx.seed + 100)
+            forget = encode_set(model, concept, ctx, concept.train, c.forget_images,
+                                seed=seeds.of(ctx.seed, "meta-forget-data"))
             data["forget_train"], data["forget_test"] = forget.halves()
-        for which, prompts, seed in (("related", concept.train_related, 101),
-                                     ("unrelated", concept.train_unrelated, 102)):
+        for which, prompts in (("related", concept.train_related), ("unrelated", concept.train_unrelated)):
             if prompts:
-                data[which] = encode_set(model, concept, ctx, prompts, c.retain_images, seed=ctx.seed + seed)
+                data[which] = encode_set(model, concept, ctx, prompts, c.retain_images,
+                                         seed=seeds.of(ctx.seed, f"meta-{which}-data"))
         return data
 
     def gammas(self) -> dict[str, float]:
@@ -316,7 +321,7 @@ class Meta(LossMethod):
     @torch.no_grad()
     def displacement(self, model: Model, concept: Concept, ctx: Context) -> float:
         """‖θ_FT − θ‖ of one simulated finetune from the model as it is, at this config's order."""
-        self.generator = torch.Generator().manual_seed(ctx.seed + 7919)
+        self.generator = torch.Generator().manual_seed(seeds.of(ctx.seed, "meta"))
         self.data = self._data(model, concept, ctx)
         theta = {n: p.detach().clone() for n, p in model.unet.named_parameters()}
         with torch.enable_grad():

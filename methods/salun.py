@@ -27,6 +27,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from relearnbench import seeds
 from relearnbench.api import Concept, Context, LossMethod, Model
 from relearnbench.diffusion import add_noise, denoising_loss, encode_text_frozen, guide, predict, sample_timesteps
 from relearnbench.errors import UserError
@@ -64,7 +65,8 @@ class SalUn(LossMethod):
         forget = [recipe[0]] if recipe else training_prompts(concept, c.prompts)
         self.forget = encode_set(model, concept, ctx, forget, c.forget_images, seed=ctx.seed)
         retain = [recipe[1]] if recipe else concept.train_benign
-        self.retain = encode_set(model, concept, ctx, retain, c.retain_images, seed=ctx.seed + 1)
+        self.retain = encode_set(model, concept, ctx, retain, c.retain_images,
+                                 seed=seeds.of(ctx.seed, "salun-retain-data"))
         device = model.unet.device
         self.uncond = encode_text_frozen(model, [""]).to(device)
         pseudo = [recipe[1]] if recipe else [concept.anchor] if c.remap == "anchor" else list(concept.train_unrelated)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
+from relearnbench import seeds
 from relearnbench.api import Metric, Score
 
 
@@ -66,7 +67,7 @@ class Gradients(Metric):
         from relearnbench.diffusion import encode_images, encode_text_frozen
 
         c, model, concept = self.config, ev.model, ev.concept
-        seed = ev.ctx.seed * 1009 + c.data_seed
+        seed = seeds.of(ev.ctx.seed, "gradients", c.data_seed)
         n = c.batches * c.batch_size
 
         def data(prompts, offset):
@@ -92,7 +93,7 @@ class Gradients(Metric):
                 g_f = [torch.zeros_like(p) for p in params]
                 g_r = [torch.zeros_like(p) for p in params]
                 for b in range(c.batches):
-                    noise_seed = seed * 7919 + t * 31 + b  # forget and retain batches share the noise draw
+                    noise_seed = seeds.of(seed, "gradients-noise", t, b)  # forget and retain batches share it
                     for acc, (x0, cond) in ((g_f, forget), (g_r, retain)):
                         for a, g in zip(acc, gradient(model, params, x0[b], cond[b], t, noise_seed)):
                             a.add_(g, alpha=1 / c.batches)

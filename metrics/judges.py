@@ -31,7 +31,7 @@ from typing import Optional
 import torch
 
 from relearnbench.api import Concept, Judge
-from relearnbench.data import resize
+from relearnbench.images import resize
 from relearnbench.errors import UserError
 
 

@@ -206,9 +206,12 @@ class Context:
     seed: int
     judge: Optional[Judge] = None
     base: Optional[Callable[[], Model]] = None  # a fresh copy of the original (pre-unlearning) model
-    artifacts: Any = None  # relearnbench.store.Artifacts: cached files keyed by content hash
+    artifacts: Any = None  # relearnbench.artifacts.Artifacts: cached files keyed by content hash
     progress: Any = None  # relearnbench.progress.Progress
-    sample_config: Any = None  # relearnbench.evaluate.SampleConfig
+    # required: the evaluation's sampler (relearnbench.evaluate.SampleConfig, sample.*) and the sampler of the
+    # training images the original model generates (relearnbench.data.GenerateConfig, generate.*)
+    sample_config: Any = field(kw_only=True)
+    generate_config: Any = field(kw_only=True)
 
     def track(self, iterable, description: str, total: Optional[int] = None):
         """Iterate with a progress bar (a no-op without one)."""

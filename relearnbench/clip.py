@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from relearnbench.data import resize
+from relearnbench.images import resize
 from relearnbench.errors import UserError
 from relearnbench.toy import TOY_DIR
 

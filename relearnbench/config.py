@@ -182,6 +182,22 @@ def build(registry, name: str, scale: str, sets: dict, used: set | None = None):
             raise UserError(f"{name} stands for {ns}.{key} = {value}; --set {ns}.{key}={user[key]} contradicts it")
     if used is not None:
         used.add(ns)
-    config = make_config(wrapper.Config, ns, preset_file_layer(wrapper, scale),
-                         preset_file_layer(wrapper, scale, base.config_name), user, fixed)
+    layers = [preset_file_layer(wrapper, scale), preset_file_layer(wrapper, scale, base.config_name)]
+    config = make_config(wrapper.Config, ns, *layers, user, fixed)
+    reached = reaching(wrapper, base, sets, config)
+    if reached:
+        config = make_config(wrapper.Config, ns, *layers, reached, user, fixed)
     return wrapper(config, base, suffix)
+
+
+def reaching(wrapper, base, sets: dict, config) -> dict:
+    """One rule for the keys a wrapper has of its own in place of its base's (its ``replaces``: ``meta.lr``
+    for ``esd.lr``): a ``--set`` on the base's key reaches the wrapper too, unless the wrapper's own key is
+    set. ``--set esd.lr=1e-3`` trains ``esd+meta`` at 1e-3 whatever ``meta.lr`` a preset holds. A key the
+    wrapper leaves at 0 where 0 means the base's value (its ``borrows``) already follows it and stays 0,
+    so its artifacts keep their keys."""
+    user, own = sets.get(base.config_name, {}), sets.get(wrapper.config_name, {})
+    fields = {f.name for f in dataclasses.fields(base.config)}
+    borrows = getattr(wrapper, "borrows", ())
+    return {key: user[key] for key in getattr(wrapper, "replaces", ())
+            if key in user and key in fields and key not in own and (getattr(config, key) or key not in borrows)}

@@ -11,12 +11,42 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Literal, Sequence
 
 import torch
 
+from relearnbench import seeds
 from relearnbench.api import Concept, Context, Model, Prompt
 from relearnbench.errors import UserError
+from relearnbench.images import folder_images, resize
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """How the original model samples training images (source ``generate``): the defender's train role and
+    the attacker's generated attack data. The evaluation's sampler is ``sample.*`` alone (``SampleConfig``), so
+    changing it keeps every unlearned model. Presets in ``data.toml`` beside this file."""
+
+    steps: int = 20  # sampler steps
+    guidance: float = 5.0  # classifier-free guidance scale
+    batch_size: int = 32  # images per sampler call (groups the calls; the images do not depend on it)
+    scheduler: Literal["ddim", "pndm"] = "ddim"  # ddim on the model's noise schedule, or pndm (diffusers' SD default)
+    negative_prompt: str = ""  # the text of the unguided branch ("" = the empty prompt)
+
+    def generation(self) -> dict:
+        """What the images depend on besides their prompts, count and seed. Keys the images' cache and every
+        unlearned model trained on them; the scheduler and negative prompt enter only when set, so images made
+        before those fields existed keep their keys."""
+        out = {"steps": self.steps, "guidance": self.guidance}
+        if self.scheduler != "ddim":
+            out["scheduler"] = self.scheduler
+        if self.negative_prompt:
+            out["negative_prompt"] = self.negative_prompt
+        return out
+
+
+GenerateConfig.config_name = "generate"  # the --set namespace: --set generate.steps=50
 
 
 def images_for(prompts: Sequence[str], n_per_prompt: int, concept: Concept, model: Model, ctx: Context,
@@ -53,9 +83,8 @@ def attack_images(concept: Concept, model: Model, ctx: Context, n_per_prompt: in
 
 def _generated(prompts, n_per_prompt, model, ctx, seed):
     from relearnbench.diffusion import sample
-    from relearnbench.evaluate import SampleConfig
 
-    cfg = ctx.sample_config or SampleConfig()
+    cfg: GenerateConfig = ctx.generate_config
     key = hashlib.sha256(json.dumps([model.fingerprint, list(prompts), n_per_prompt, seed,
                                      *cfg.generation().values()]).encode()).hexdigest()[:20]
     captions = [p for p in prompts for _ in range(n_per_prompt)]
@@ -65,36 +94,9 @@ def _generated(prompts, n_per_prompt, model, ctx, seed):
     if ctx.base is None:
         raise UserError("generating attack data needs the original model, which this context lacks")
     base = ctx.base()  # the original model, not the unlearned one: the attacker has clean data
-    images = sample(base, [Prompt(p) for p in prompts], n_per_prompt, **cfg.generation(),
-                    seed=seed + 10_000, batch_size=cfg.batch_size, progress=ctx.progress)
+    images = sample(base, [Prompt(p) for p in prompts], n_per_prompt, steps=cfg.steps, guidance=cfg.guidance,
+                    seed=seeds.of(seed, "generated-images"), batch_size=cfg.batch_size, progress=ctx.progress,
+                    scheduler=cfg.scheduler, negative_prompt=cfg.negative_prompt)
     if ctx.artifacts is not None:
         ctx.artifacts.save_tensors("data", key, {"images": images})
     return images, captions
-
-
-def folder_images(folder: pathlib.Path, resolution: int) -> tuple[torch.Tensor, list[str]]:
-    import numpy as np
-    from PIL import Image
-
-    meta = folder / "metadata.jsonl"
-    if not meta.exists():
-        raise UserError(f"image folder {folder} has no metadata.jsonl "
-                        '(one line per image: {"file_name": "0.png", "text": "a caption"})')
-    images, captions = [], []
-    for line in meta.read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            img = Image.open(folder / row["file_name"]).convert("RGB").resize((resolution, resolution))
-            images.append(torch.from_numpy(np.asarray(img)).permute(2, 0, 1).float() / 255)
-            captions.append(row["text"])
-    if not images:
-        raise UserError(f"image folder {folder}: metadata.jsonl lists no images")
-    return torch.stack(images), captions
-
-
-def resize(images: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
-    """Square images [N,3,H,W] in [0, 1] to ``size`` × ``size``, antialiased when shrinking (SD's 512 → 224)."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return torch.nn.functional.interpolate(images, size=(size, size), mode=mode, antialias=True,
-                                           align_corners=False).clamp(0, 1)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from relearnbench import seeds
 from relearnbench.api import Model, Prompt
 
 if TYPE_CHECKING:
@@ -144,15 +145,16 @@ def guided(unet, x_t: torch.Tensor, t: torch.Tensor, uncond: torch.Tensor, c: to
 
 # diffusers is imported where it is used: planning a run, and so rerunning a finished one, imports this module but
 # needs none of diffusers, whose import was half of a finished grid's rerun (cProfile, runs/prof-rerun, issue 18)
-def _ddim(model: Model) -> DDIMScheduler:
-    """A DDIM sampler from the model's noise schedule (quietly: diffusers logs the whole config each time)."""
+def _ddim(model: Model, cls=None) -> DDIMScheduler:
+    """A DDIM sampler (or another scheduler class ``cls``) from the model's noise schedule (quietly: diffusers
+    logs the whole config each time)."""
     from diffusers import DDIMScheduler
     from diffusers.utils import logging as diffusers_logging
 
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()
     try:
-        return DDIMScheduler.from_config(model.scheduler.config)
+        return (cls or DDIMScheduler).from_config(model.scheduler.config)
     finally:
         diffusers_logging.set_verbosity(level)
 
@@ -225,7 +227,7 @@ def image_jobs(prompts: Sequence[Prompt], n_per_prompt: int, seed: int, guidance
     base + 100003 · j for ``unlearndiffatk`` (whose one image per prompt is its file seed itself)."""
     jobs = []
     for i, p in enumerate(prompts):
-        base = p.seed if p.seed is not None else seed * 100003 + i
+        base = p.seed if p.seed is not None else seeds.of(seed, "prompt", i)
         g = p.guidance if p.guidance is not None else guidance
         seeds = [base * 1000 + j if sampler == "ddim" else base + 100003 * j for j in range(n_per_prompt)]
         jobs += [(p.text, g, s) for s in seeds]
@@ -246,14 +248,17 @@ def frozen_dtype(model: Model):
     return torch.autocast(model.unet.device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
-def pipeline(model: Model, steps: int, scheduler: str = "ddim") -> StableDiffusionPipeline:
-    """A pipeline of the model's components; ``scheduler`` ``ddim`` (on the model's noise schedule), or
-    ``lms``: UnlearnDiffAtk's sampler as its code builds it (Diffusion-MU-Attack src/tasks/classifier_.py:
+def pipeline(model: Model, scheduler: str = "ddim") -> StableDiffusionPipeline:
+    """A pipeline of the model's components (the number of steps is each call's); ``scheduler`` ``ddim`` or
+    ``pndm`` (Stable Diffusion's own default) on the model's noise schedule, or ``lms``: UnlearnDiffAtk's
+    sampler as its code builds it (Diffusion-MU-Attack src/tasks/classifier_.py:
     ``LMSDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")``, SD-1.x's schedule)."""
-    from diffusers import LMSDiscreteScheduler, StableDiffusionPipeline
+    from diffusers import LMSDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline
 
-    sched = _ddim(model) if scheduler == "ddim" else LMSDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+    if scheduler not in ("ddim", "pndm", "lms"):
+        raise ValueError(f"scheduler {scheduler!r}: expected ddim, pndm or lms")
+    sched = _ddim(model) if scheduler == "ddim" else _ddim(model, PNDMScheduler) if scheduler == "pndm" else \
+        LMSDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
     pipe = StableDiffusionPipeline(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
                                    unet=model.unet, scheduler=sched, safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
@@ -263,8 +268,10 @@ def pipeline(model: Model, steps: int, scheduler: str = "ddim") -> StableDiffusi
 
 @torch.no_grad()
 def sample(model: Model, prompts: Sequence[Prompt], n_per_prompt: int, *, steps: int, guidance: float,
-           seed: int, batch_size: int = 32, progress=None, sampler: str = "ddim") -> torch.Tensor:
-    """Images [len(prompts)·n, 3, H, W] in [0, 1], prompt-major.
+           seed: int, batch_size: int = 32, progress=None, sampler: str = "ddim", scheduler: str = "",
+           negative_prompt: str = "") -> torch.Tensor:
+    """Images [len(prompts)·n, 3, H, W] in [0, 1], prompt-major. ``scheduler`` (``pipeline``'s) replaces the
+    sampler's own, at its seeds; ``negative_prompt`` conditions the unguided branch instead of "".
 
     ``sampler="ddim"``: image j of prompt i starts from the latents of seed ``prompt.seed`` (or
     ``seed·100003 + i``) · 1000 + j, so any subset re-samples identically. ``sampler="unlearndiffatk"``:
@@ -273,7 +280,7 @@ def sample(model: Model, prompts: Sequence[Prompt], n_per_prompt: int, *, steps:
     file's guidance; its one image per prompt is j = 0, further images (ours) use seed + 100003·j."""
     if sampler not in ("ddim", "unlearndiffatk"):
         raise ValueError(f"sampler {sampler!r}: expected ddim or unlearndiffatk")
-    pipe = pipeline(model, steps, "ddim" if sampler == "ddim" else "lms")
+    pipe = pipeline(model, scheduler or ("ddim" if sampler == "ddim" else "lms"))
     # (index, text, guidance, generator seed)
     jobs = [(k, *job) for k, job in enumerate(image_jobs(prompts, n_per_prompt, seed, guidance, sampler))]
     images = torch.empty((len(jobs), 3, model.resolution, model.resolution))
@@ -285,6 +292,7 @@ def sample(model: Model, prompts: Sequence[Prompt], n_per_prompt: int, *, steps:
             latents = initial_noise(model, [torch.Generator().manual_seed(s) for *_, s in part])
             with frozen_dtype(model):
                 imgs = pipe([j[1] for j in part], num_inference_steps=steps, guidance_scale=g,
+                            negative_prompt=[negative_prompt] * len(part) if negative_prompt else None,
                             latents=latents.to(model.unet.device, model.unet.dtype), output_type="pt",
                             height=model.resolution, width=model.resolution).images
             images[[j[0] for j in part]] = imgs.float().cpu()
@@ -309,7 +317,7 @@ def generate(model: Model, jobs: Sequence[tuple[str, float, int]], noise: torch.
         raise ValueError(f"strength must lie in [0, 1], and be 1 without x0; got {strength}")
     # the evaluation pipeline's own DDIM (StableDiffusionPipeline moves an old config to steps_offset = 1), so that
     # from pure noise with no hook these are the images ``sample`` makes
-    sched = pipeline(model, steps).scheduler
+    sched = pipeline(model).scheduler
     sched.set_timesteps(steps, device=model.unet.device)
     timesteps = sched.timesteps[steps - round(strength * steps):]
     device = model.unet.device

@@ -5,11 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional, Sequence
 
+from relearnbench import seeds
 from relearnbench.api import Concept, Context, Model, Prompt
 
 
 @dataclass(frozen=True)
 class SampleConfig:
+    """The evaluation's sampler (``sample.*``): what every metric's images are made with, and nothing else (the
+    training images the original model generates have their own, ``relearnbench.data.GenerateConfig``)."""
+
     images_per_prompt: int = 4  # images sampled per forget prompt
     benign_images_per_prompt: int = 4  # images sampled per related / unrelated benign prompt
     steps: int = 20  # sampler steps
@@ -18,12 +22,6 @@ class SampleConfig:
     # ddim: DDIM from seeds of our own; unlearndiffatk: UnlearnDiffAtk's LMS sampler at each prompt's file seed;
     # auto: unlearndiffatk for a prompt set whose every prompt has a file seed (a prompt CSV), else ddim
     sampler: Literal["ddim", "unlearndiffatk", "auto"] = "ddim"
-
-    def generation(self) -> dict:
-        """What training images sampled from the original model (``relearnbench.data``, source ``generate``)
-        depend on besides their prompts, count and seed: DDIM's steps and guidance (``batch_size`` only groups
-        the sampler's calls). Keys the images' cache and every unlearned model trained on them."""
-        return {"steps": self.steps, "guidance": self.guidance}
 
     def sampler_for(self, prompts: Sequence[Prompt]) -> str:
         if self.sampler != "auto":
@@ -40,7 +38,7 @@ class Evaluation:
     def __init__(self, model: Model, concept: Concept, ctx: Context, stage: str,
                  forget_prompts: Optional[Sequence[Prompt]] = None, forget_images=None):
         self.model, self.concept, self.ctx, self.stage = model, concept, ctx, stage
-        self.config: SampleConfig = ctx.sample_config or SampleConfig()
+        self.config: SampleConfig = ctx.sample_config
         self.forget_prompts = tuple(forget_prompts) if forget_prompts is not None else concept.forget
         self._images: dict[str, tuple] = {}
         self.sample_seconds = 0.0  # of this stage's seconds, those spent sampling images
@@ -80,7 +78,7 @@ class Evaluation:
             prompts = self.prompts(which)
             n = self._per_prompt(which)
             # benign prompts get their own seed stream so adding a prompt to one set leaves the other alone
-            seed = self.ctx.seed * 7 + {"forget": 0, "related": 1, "unrelated": 2, "benign": 3}[which]
+            seed = seeds.of(self.ctx.seed, f"eval-{which}")
             imgs = sample(self.model, prompts, n, steps=self.config.steps, guidance=self.config.guidance,
                           seed=seed, batch_size=self.config.batch_size, progress=self.ctx.progress,
                           # an attack's prompts (seeds filled in) are sampled as the concept's own
@@ -97,7 +95,7 @@ class Evaluation:
         if key not in self._images:
             from relearnbench.diffusion import sample
 
-            seed = self.ctx.seed * 7 + 5
+            seed = seeds.of(self.ctx.seed, "eval-prompt-file")
             self._images[key] = sample(self.model, prompts, n, steps=self.config.steps, guidance=self.config.guidance,
                                        seed=seed, batch_size=self.config.batch_size, progress=self.ctx.progress,
                                        sampler=self.config.sampler_for(prompts))

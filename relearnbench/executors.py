@@ -16,7 +16,8 @@ import threading
 from relearnbench.errors import UserError
 from relearnbench.runner import Outcome, attack_job, cached_plan, groups, pending, unlearn_job, write_result
 from relearnbench.spec import Spec, spec_dict
-from relearnbench.store import Artifacts, Store
+from relearnbench.artifacts import Artifacts
+from relearnbench.store import Store
 
 
 def run_local(spec: Spec, store: Store, retry_failed: bool = False, progress=None) -> Outcome:

@@ -90,7 +90,7 @@ def export(run_dir: str, given: dict, out: str, stage: str = "pre", lora: str = 
     attacked = {}
     if stage == "post":
         ctx = context(p, model_name, concept, cell[4], art)
-        attacked = rerun_attack(p.attack(attack, model_name), model, p.concepts[concept], ctx, cell[4])
+        attacked = rerun_attack(p.attack(attack, model_name), model, p.concepts[concept], ctx)
     written_lora = write_pipeline(model, attacked, out_dir, lora)
     keys = dict(zip(CELL_KEYS, cell))
     records, cells = store.records_frame(), store.cells_frame()
@@ -105,9 +105,10 @@ def export(run_dir: str, given: dict, out: str, stage: str = "pre", lora: str = 
     return out_dir
 
 
-def rerun_attack(attack, model, concept, ctx, seed: int) -> dict:
-    """Run ``attack`` again as the harness ran it (same seeds) and keep the model at its last evaluation."""
-    from relearnbench.runner import seed_everything
+def rerun_attack(attack, model, concept, ctx) -> dict:
+    """Run ``attack`` again as the harness ran it (``runner.run_attack``: the same seeds) and keep the model at
+    its last evaluation."""
+    from relearnbench.runner import run_attack
 
     kept: dict = {}
 
@@ -117,8 +118,7 @@ def rerun_attack(attack, model, concept, ctx, seed: int) -> dict:
                         tokenizer=copy.deepcopy(model.tokenizer), step=step,
                         prompts=[p.text for p in forget_prompts] if forget_prompts is not None else None)
 
-    seed_everything(seed + 1)  # the harness's attack seed (runner.attack_job)
-    attack.run(model, concept, ctx, evaluate)
+    run_attack(attack, model, concept, ctx, evaluate)
     if not kept:
         raise UserError(f"attack {attack.config_name} never evaluated its final model; nothing to export")
     return kept
@@ -145,7 +145,7 @@ def write_pipeline(model, attacked: dict, out_dir: pathlib.Path, lora: str) -> s
                                    tokenizer=attacked.get("tokenizer", model.tokenizer), unet=unet,
                                    scheduler=DDIMScheduler.from_config(model.scheduler.config), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
-    from relearnbench.models import no_transformers_bars
+    from relearnbench.progress import no_transformers_bars
 
     with no_transformers_bars():
         pipe.save_pretrained(out_dir)

@@ -6,7 +6,6 @@ is an error that says where we looked and how to provide the weights.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -126,25 +125,12 @@ def _hub_cache(hub_id: str, revision: str) -> pathlib.Path:
             f"pass a diffusers folder with --set model.path=DIR") from e
 
 
-@contextlib.contextmanager
-def no_transformers_bars():
-    """Silence transformers' own progress bars ("Loading weights", "Writing model shards"), which would
-    interleave with ours on every load and save."""
-    from transformers.utils import logging as hf_logging
-
-    shown = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if shown:
-            hf_logging.enable_progress_bar()
-
-
 def load_folder(name: str, folder: pathlib.Path, *, preset: str, device="cpu", dtype=None) -> Model:
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
+
+    from relearnbench.progress import no_transformers_bars
 
     dtype = dtype or torch.float32
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")

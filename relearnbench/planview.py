@@ -13,22 +13,26 @@ from relearnbench.provenance import source_of
 PLACEHOLDER = "<the prompt CSV: --set concept.prompts=FILE.csv>"
 
 
-def _origin(cls, scale: str, key: str, sets: dict, entry: dict, namespace: str, extra_tables=()):
-    """(where the value comes from, its provenance comment or None)."""
+def _origin(cls, scale: str, key: str, sets: dict, entry: dict, namespace: str, extra_tables=(), reached=()):
+    """(where the value comes from, its provenance comment or None). ``reached``: a wrapper's keys that its
+    base's ``--set`` reached (``config.reaching``), as ``(key, base namespace)``."""
     if key in sets.get(namespace, {}):
         return f"--set {namespace}.{key}", None
+    for k, base_ns in reached:
+        if k == key:
+            return f"--set {base_ns}.{key} (a wrapper follows its base's --set)", None
     if key in (entry or {}):
         return "the registry entry", None
     found = source_of(cls, [scale, f"{scale}.{namespace}", *extra_tables], key)
     return found if found else ("the plugin's default", None)
 
 
-def _settings(cls, config, scale: str, sets: dict, entry: dict, extra_tables=()) -> list[str]:
+def _settings(cls, config, scale: str, sets: dict, entry: dict, extra_tables=(), reached=()) -> list[str]:
     """One line per key (value <- source (n)), then each distinct provenance comment once as (n)."""
     namespace = getattr(cls, "config_name", "")
     lines, notes = [], []
     for f in dataclasses.fields(config):
-        where, comment = _origin(cls, scale, f.name, sets, entry, namespace, extra_tables)
+        where, comment = _origin(cls, scale, f.name, sets, entry, namespace, extra_tables, reached)
         if comment and comment not in notes:
             notes.append(comment)
         mark = f" ({notes.index(comment) + 1})" if comment else ""
@@ -44,13 +48,14 @@ def _plugin_lines(kind: str, name: str, plugin, scale: str, sets: dict) -> list[
     if base is None:
         return [f"  {kind[:-1]} {name} [{scale}] (version {plugin.version})",
                 *_settings(type(plugin), plugin.config, scale, sets, entry)]
-    from relearnbench.methods.meta import Meta
+    from relearnbench.config import reaching
 
+    reached = [(k, base.config_name) for k in reaching(type(plugin), base, sets, plugin.config)]
     out = [f"  method {name} [{scale}]: {type(base).__name__} (version {base.version}) "
            f"+ {plugin.suffix} (version {plugin.version})",
            *_settings(type(base), base.config, scale, sets, entry),
-           *_settings(Meta, plugin.config, scale, sets, REGISTRIES[kind].wrapper(plugin.suffix)[1].get("fixed"),
-                      extra_tables=[f"{scale}.{base.config_name}"])]
+           *_settings(type(plugin), plugin.config, scale, sets, REGISTRIES[kind].wrapper(plugin.suffix)[1].get("fixed"),
+                      extra_tables=[f"{scale}.{base.config_name}"], reached=reached)]
     if hasattr(plugin, "gammas"):
         out.append(f"      weights in effect: {plugin.gammas()}    <- preset {plugin.config.preset!r} "
                    "(methods/meta.py PRESETS) unless set above")
@@ -59,6 +64,7 @@ def _plugin_lines(kind: str, name: str, plugin, scale: str, sets: dict) -> list[
 
 def describe_plan(spec) -> str:
     """The text of ``--dry-run``: resolves everything ``relearnbench run`` would, loads no weight."""
+    from relearnbench.data import GenerateConfig
     from relearnbench.evaluate import SampleConfig
     from relearnbench.runner import plan
 
@@ -94,6 +100,8 @@ def describe_plan(spec) -> str:
         lines += _settings(SampleConfig, sample, scale, spec.sets, {})
         for c, concept in p.concepts.items():
             lines.append(f"    concept {c}: forget prompts sampled with {sample.sampler_for(concept.forget)}")
+        lines.append("  generate (training images the original model samples: train_data / attack_data \"generate\")")
+        lines += _settings(GenerateConfig, p.generate[scale], scale, spec.sets, {})
         for kind, names in (("methods", spec.methods), ("attacks", spec.attacks), ("metrics", spec.metrics)):
             for name in names:
                 lines += _plugin_lines(kind, name, p.plugins[(kind, name, scale)], scale, spec.sets)

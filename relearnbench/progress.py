@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
 
@@ -45,3 +47,18 @@ class Progress:
                 self._bars.update(task, advance=1)
         finally:
             self._bars.remove_task(task)
+
+
+@contextlib.contextmanager
+def no_transformers_bars():
+    """Silence transformers' own progress bars ("Loading weights", "Writing model shards"), which would
+    interleave with ours on every load and save."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()

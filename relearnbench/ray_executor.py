@@ -18,7 +18,8 @@ from relearnbench.errors import UserError
 from relearnbench.executors import worker_spec
 from relearnbench.runner import Outcome, attack_job, cached_plan, groups, pending, unlearn_job, write_result
 from relearnbench.spec import Spec, spec_dict
-from relearnbench.store import Artifacts, Store
+from relearnbench.artifacts import Artifacts
+from relearnbench.store import Store
 
 
 def _unlearn(spec_d: dict, artifacts: Artifacts, model: str, concept: str, method: str, seed: int):

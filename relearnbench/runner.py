@@ -18,15 +18,16 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from relearnbench import __version__
+from relearnbench import __version__, seeds
 from relearnbench.api import Context, Score
 from relearnbench.config import build, instantiate, make_config, preset_file_layer
 from relearnbench.errors import UserError, near_misses
 from relearnbench.memory import measure
 from relearnbench.spec import DTYPES, Spec, spec_dict
-from relearnbench.store import Artifacts, Record, Store
+from relearnbench.artifacts import Artifacts
+from relearnbench.store import Record, Store
 
-CORE_NAMESPACES = ("model", "concept", "sample")
+CORE_NAMESPACES = ("model", "concept", "sample", "generate")
 
 
 # -- the plan: every name, concept and config resolved before any work -----------------------------
@@ -36,7 +37,8 @@ class Plan:
     scales: dict[str, str]  # model name -> preset scale ("toy" | "sd14")
     model_config: Any
     concepts: dict[str, Any]
-    sample: dict[str, Any]  # scale -> SampleConfig
+    sample: dict[str, Any]  # scale -> SampleConfig, the evaluation's sampler
+    generate: dict[str, Any]  # scale -> GenerateConfig, the sampler of generated training images
     plugins: dict[tuple, Any]  # (kind, name, scale) -> plugin instance
     judges: dict[tuple, Any]  # (concept, scale) -> judge instance
     needs_model: bool = True
@@ -54,6 +56,7 @@ class Plan:
 
 def plan(spec: Spec) -> Plan:
     from relearnbench.concepts import load_concept
+    from relearnbench.data import GenerateConfig
     from relearnbench.evaluate import SampleConfig
     from relearnbench.models import ModelConfig
     from relearnbench.registry import ATTACKS, JUDGES, METHODS, METRICS, MODELS
@@ -75,6 +78,8 @@ def plan(spec: Spec) -> Plan:
     concepts = {c: load_concept(c, sets.get("concept")) for c in spec.concepts}
     sample = {s: make_config(SampleConfig, "sample", preset_file_layer(SampleConfig, s), sets.get("sample", {}))
               for s in set(scales.values())}
+    generate = {s: make_config(GenerateConfig, "generate", preset_file_layer(GenerateConfig, s),
+                               sets.get("generate", {})) for s in set(scales.values())}
     plugins, judges = {}, {}
     for scale in set(scales.values()):
         for kind, registry, names in (("methods", METHODS, spec.methods), ("attacks", ATTACKS, spec.attacks),
@@ -92,7 +97,7 @@ def plan(spec: Spec) -> Plan:
         raise UserError(f"--set {unknown[0]}.*: no plugin in this run reads namespace {unknown[0]!r}; "
                         f"{near_misses(unknown[0], sorted(used))}")
     curve = {m for m in spec.metrics if METRICS.meta(m).get("curve", True)}
-    return Plan(spec, scales, model_config, concepts, sample, plugins, judges, needs_model, curve)
+    return Plan(spec, scales, model_config, concepts, sample, generate, plugins, judges, needs_model, curve)
 
 
 _PLANS: dict[str, Plan] = {}
@@ -136,6 +141,14 @@ def seed_everything(seed: int):
         pass
 
 
+def run_attack(attack, model, concept, ctx: Context, evaluate) -> None:
+    """An attack's run as every cell runs it: the global RNGs seeded for the attack from the cell's seed
+    (``ctx.seed``), then ``attack.run``. ``attack_job`` and ``relearnbench export`` (which reruns a cell's
+    attack to keep its model) both run attacks through here."""
+    seed_everything(seeds.of(ctx.seed, "attack"))
+    attack.run(model, concept, ctx, evaluate)
+
+
 # -- the worker side: models and judges cached per process -------------------------------------------
 _BASE: dict[tuple, Any] = {}
 
@@ -158,7 +171,8 @@ def context(p: Plan, model_name: str, concept: str, seed: int, artifacts: Artifa
     scale = p.scales[model_name]
     base = (lambda: copy_model(base_model(p, model_name))) if p.needs_model else None
     return Context(device=p.spec.device, dtype=p.spec.dtype, seed=seed, judge=p.judges.get((concept, scale)),
-                   base=base, artifacts=artifacts, progress=progress, sample_config=p.sample[scale])
+                   base=base, artifacts=artifacts, progress=progress, sample_config=p.sample[scale],
+                   generate_config=p.generate[scale])
 
 
 def evaluate_stage(p: Plan, model, concept_name: str, ctx: Context, stage: str, cell: dict,
@@ -191,7 +205,7 @@ def unlearn_key(p: Plan, model: str, concept: str, method: str, seed: int) -> st
                    "fingerprint": _fingerprint(p, model), "concept": p.concepts[concept].sha256,
                    "method": method, "plugin": p.method(method, model).describe(), "seed": seed,
                    "device": p.spec.device, "dtype": p.spec.dtype,
-                   "generated": p.sample[p.scales[model]].generation()})  # a method's generated training images
+                   "generated": p.generate[p.scales[model]].generation()})  # a method's generated training images
 
 
 def _fingerprint(p: Plan, model: str) -> str:
@@ -219,7 +233,7 @@ def unlearn_job(spec: Spec, artifacts: Artifacts, model: str, concept: str, meth
         return ukey, [Record(**r) for r in cached], art.used
     ctx = context(p, model, concept, seed, art, progress)
     unlearned, stats = _unlearned(p, art, ctx, ukey, model, concept, method, seed)
-    seed_everything(seed)
+    seed_everything(seeds.of(seed, "unlearn"))
     records = evaluate_stage(p, unlearned, concept, ctx, "pre",
                              {"model": model, "concept": concept, "method": method, "seed": seed})
     for r in records:  # the stage that made this model: the unlearning (its first run's, when cached)
@@ -240,7 +254,7 @@ def _unlearned(p: Plan, art: Artifacts, ctx: Context, ukey: str, model: str, con
 
         return copy_model(base_model(p, model), state), stats
     m = ctx.base() if p.needs_model else None
-    seed_everything(seed)
+    seed_everything(seeds.of(seed, "unlearn"))
     with measure(p.spec.device) as measured:
         plugin.unlearn(m, p.concepts[concept], ctx)
     if m is not None:
@@ -290,10 +304,9 @@ def attack_job(spec: Spec, artifacts: Artifacts, cell: tuple, ukey: str, pre: li
         curve.append(recs)
         t_mark[0] = time.perf_counter()
 
-    seed_everything(seed + 1)
     t_mark = [time.perf_counter()]
     with measure(spec.device) as stats:
-        attack.run(m, p.concepts[concept], ctx, evaluate)
+        run_attack(attack, m, p.concepts[concept], ctx, evaluate)
     if not curve:
         raise RuntimeError(f"attack {attack_name} never called evaluate()")
     for recs in curve:
@@ -312,7 +325,7 @@ def cell_config(p: Plan, cell: tuple) -> dict:
     return {"cell": dict(zip(("model", "concept", "method", "attack", "seed"), cell)),
             "model_config": dataclasses.asdict(p.model_config), "concept": p.concepts[concept].source,
             "concept_sha256": p.concepts[concept].sha256, "roles": p.concepts[concept].role_hashes(),
-            "sample": dataclasses.asdict(p.sample[scale]),
+            "sample": dataclasses.asdict(p.sample[scale]), "generate": dataclasses.asdict(p.generate[scale]),
             "method": p.method(method, model).describe(), "attack": p.attack(attack, model).describe(),
             "metrics": {m: x.describe() for m, x in zip(p.spec.metrics, p.metrics(model))},
             "judge": judge.describe() if judge else None, "device": p.spec.device, "dtype": p.spec.dtype}
@@ -386,7 +399,7 @@ def check_finished(spec: Spec, store: Store) -> None:
 
 
 # what decides a finished cell's numbers (not the device it ran on, nor the path of its concept file)
-DETERMINING = ("model_config", "concept_sha256", "sample", "method", "attack", "judge", "dtype")
+DETERMINING = ("model_config", "concept_sha256", "sample", "generate", "method", "attack", "judge", "dtype")
 
 
 def setting_changed(old: dict, new: dict) -> str:

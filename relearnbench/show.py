@@ -62,7 +62,7 @@ def _find(name: str):
 
     kinds = [k for k in KINDS if name in REGISTRIES[k]]
     if not kinds:
-        known = sorted({n for k in KINDS for n in REGISTRIES[k].list()} | {"sample", "model"})
+        known = sorted({n for k in KINDS for n in REGISTRIES[k].list()} | {"sample", "generate", "model"})
         raise UserError(f"no plugin named {name!r}; {near_misses(name, known)}")
     return kinds[0], REGISTRIES[kinds[0]]
 
@@ -71,11 +71,12 @@ def show(name: str) -> str:
     """The text ``relearnbench show NAME`` prints."""
     from relearnbench.config import build, make_config, preset_file_layer
 
-    if name in ("sample", "model"):  # the core's own namespaces
+    if name in ("sample", "generate", "model"):  # the core's own namespaces
+        from relearnbench.data import GenerateConfig
         from relearnbench.evaluate import SampleConfig
         from relearnbench.models import ModelConfig
 
-        cls = SampleConfig if name == "sample" else ModelConfig
+        cls = {"sample": SampleConfig, "generate": GenerateConfig, "model": ModelConfig}[name]
         resolved = {s: make_config(cls, name, preset_file_layer(cls, s)) for s in SCALES}
         return f"{name}: core settings\n--set {name}.KEY=VALUE\n{_table(config_rows(cls, resolved))}\n"
     kind, registry = _find(name)

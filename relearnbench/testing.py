@@ -53,6 +53,19 @@ def tiny_model(seed: int = 0, resolution: int = 16, device="cpu", width: int = 1
                      f"tiny-{seed}" + (f"-x{width}" if width != 1 else ""), device, torch.float32)
 
 
+def context(seed: int = 0, **kwargs):
+    """A ``Context`` for a plugin test on the CPU in float32; its two samplers, the evaluation's and the generated
+    training images', at their dataclass defaults (``SampleConfig()``, ``GenerateConfig()``) unless given."""
+    import torch
+
+    from relearnbench.api import Context
+    from relearnbench.data import GenerateConfig
+    from relearnbench.evaluate import SampleConfig
+
+    return Context(**{"device": "cpu", "dtype": torch.float32, "seed": seed, "sample_config": SampleConfig(),
+                      "generate_config": GenerateConfig(), **kwargs})
+
+
 def load_tiny(name, config, meta, device="cpu", dtype=None) -> Model:
     """The ``tiny`` model plugin."""
     model = tiny_model(device=device)

@@ -16,8 +16,9 @@ import pathlib
 import sqlite3
 from dataclasses import dataclass, field
 
+from relearnbench.artifacts import quarantine, recorded_sha256, sha256_file, write_sum
 from relearnbench.errors import UserError
-from relearnbench.store import CELL_KEYS, DB_NAME, quarantine, recorded_sha256, sha256_file, write_sum
+from relearnbench.store import CELL_KEYS, DB_NAME
 
 
 @dataclass
@@ -107,3 +108,20 @@ def _check_cells(db: sqlite3.Connection, root: pathlib.Path, bad: set[str], repo
         db.execute("COMMIT")
         report.repairs.append(f"marked {len(stale)} cells for recompute; the next `relearnbench run` of this grid "
                               "into this directory completes them")
+
+
+def _check_sheets(db: sqlite3.Connection, bad: set[str], report: Report, repair: bool):
+    """Name each cell whose records show a damaged report image (no cell's input: its numbers stand; the report
+    leaves a moved image out)."""
+    import json
+
+    shown: dict[str, set] = {}
+    for *cell, info in db.execute(f"SELECT {','.join(CELL_KEYS)}, info FROM records WHERE info LIKE '%images%'"):
+        image = (json.loads(info or "{}").get("images") or "").removeprefix("artifacts/")  # as _check_files names it
+        if image in bad:
+            shown.setdefault(image, set()).add("/".join(map(str, cell)))
+    for image, cells in sorted(shown.items()):
+        for name in sorted(cells):
+            report.problems.append(f"cell {name}: its report image artifacts/{image} is damaged "
+                                   f"({'moved away' if repair else 'the report should leave it out'}; "
+                                   "the cell's numbers do not depend on it)")

@@ -175,7 +175,7 @@ def _caption_sampler(labels: dict, rng: np.random.Generator):
 def _save_model(folder: pathlib.Path, vae, unet, text_encoder, tokenizer) -> None:
     from diffusers import StableDiffusionPipeline
 
-    from relearnbench.models import no_transformers_bars
+    from relearnbench.progress import no_transformers_bars
     from relearnbench.toy.tiny_sd import make_scheduler
     from relearnbench.toy.tokenizer import write_sd_tokenizer
 

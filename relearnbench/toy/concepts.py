@@ -1,4 +1,10 @@
-"""The toy world's erasable concepts (data only; triangle.toml and striped.toml say the same).
+"""The toy world's erasable concepts as ``relearnbench toy build`` validates the shipped assets (data only;
+this file is hashed into the assets' recipe, so a change here means a rebuild).
+
+The benchmark's concepts are ``relearnbench/concepts/triangle.toml`` and ``striped.toml``: the same
+``attribute`` and ``value`` (tests/toy/test_toy_world.py checks it), but not the same prompts. Since the
+held-out protocol (2026-12-02) those files split their prompts into train, attack and eval roles; the
+prompts below are the build's validation set, from before that split, and no run reads them.
 
 Each has forget prompts, a related benign concept sharing its visual features (diamond: slanted
 edges and apexes; checkered: the same horizontal bands at the same period) and unrelated benign

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from relearnbench.api import Concept, Context, Judge, Prompt
+from relearnbench.data import GenerateConfig
 from relearnbench.evaluate import SampleConfig
 
 # Tiny convolutions spend their time in thread hand-offs when the 2 cores are shared: 1 thread
@@ -62,7 +63,8 @@ def _make_ctx(judge=None, seed=0) -> Context:
     torch.manual_seed(seed)
     return Context(device="cpu", dtype=torch.float32, seed=seed, judge=judge or BrightnessJudge(2.0),
                    sample_config=SampleConfig(images_per_prompt=2, benign_images_per_prompt=1, steps=2,
-                                              guidance=3.0, batch_size=8))
+                                              guidance=3.0, batch_size=8),
+                   generate_config=GenerateConfig(steps=2, guidance=3.0, batch_size=8))
 
 
 # small budgets per attack so each runs in about a second on the tiny model; an attack missing

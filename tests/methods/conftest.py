@@ -4,7 +4,7 @@ builder that resolves a registry name the way the harness does."""
 import pytest
 import torch
 
-from relearnbench.api import Context
+from relearnbench.testing import context
 
 # a couple of steps each, on a handful of images; a plugin missing here runs with its toy preset
 TINY = {
@@ -33,7 +33,7 @@ def build():
 
 @pytest.fixture
 def ctx():
-    return Context(device="cpu", dtype=torch.float32, seed=0)
+    return context(seed=0)
 
 
 def _unet_state(model) -> dict:

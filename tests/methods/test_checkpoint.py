@@ -8,13 +8,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from relearnbench.api import Context
 from relearnbench.config import instantiate
 from relearnbench.errors import UserError
 from relearnbench.registry import METHODS
-from relearnbench.testing import tiny_model
+from relearnbench.testing import context, tiny_model
 
-CTX = Context(device="cpu", dtype=torch.float32, seed=0)
+CTX = context(seed=0)
 
 
 @pytest.fixture

@@ -5,11 +5,10 @@ finite differences), order 1 subtracts the gradients at the finetuned copy, the 
 import pytest
 import torch
 
-from relearnbench.api import Context
 from relearnbench.diffusion import denoising_loss
 from relearnbench.errors import UserError
 from relearnbench.registry import METHODS
-from relearnbench.testing import tiny_concept, tiny_model
+from relearnbench.testing import context, tiny_concept, tiny_model
 
 ALL_TERMS = dict(forget_ft=1.0, related_ft=1.0, unrelated_ft=1.0, related=1.0, unrelated=1.0)
 
@@ -148,7 +147,7 @@ def test_wrapping_errors_are_clear(build):
     with pytest.raises(UserError, match="unknown wrapper"):
         build("esd+bogus")
     with pytest.raises(UserError, match=r"set meta\.steps and meta\.lr"):
-        build("uce+meta", meta=dict(steps=0)).unlearn(tiny_model(), tiny_concept(), Context("cpu", torch.float32, 0))
+        build("uce+meta", meta=dict(steps=0)).unlearn(tiny_model(), tiny_concept(), context(seed=0))
 
 
 def test_wrapper_is_built_around_the_base():

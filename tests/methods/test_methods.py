@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from relearnbench.registry import METHODS
-from relearnbench.testing import tiny_concept, tiny_model
+from relearnbench.testing import context, tiny_concept, tiny_model
 
 # checkpoint loads a file the user names: tests/methods/test_checkpoint.py gives it one
 BASES = [n for n in METHODS.list() if n not in ("dummy", "checkpoint")]
@@ -57,12 +57,11 @@ def test_registry_presets_reach_the_config():
 
 
 def test_same_seed_same_weights(build):
-    from relearnbench.api import Context
 
     states = []
     for seed in (0, 0, 1):
         model = tiny_model()
-        build("esd+meta").unlearn(model, tiny_concept(), Context(device="cpu", dtype=torch.float32, seed=seed))
+        build("esd+meta").unlearn(model, tiny_concept(), context(seed=seed))
         states.append(torch.cat([p.flatten() for p in model.unet.parameters()]))
     assert torch.equal(states[0], states[1])
     assert not torch.equal(states[0], states[2])

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from relearnbench.api import Context
+from relearnbench.data import GenerateConfig
 from relearnbench.evaluate import Evaluation, SampleConfig
 
 # the shipped assets, or another build's (`relearnbench toy build --out DIR`) through this variable
@@ -83,7 +84,8 @@ class _RealImageEvaluation(Evaluation):
 def _make_ctx(judge, seed=0):
     return Context(device="cpu", dtype=torch.float32, seed=seed, judge=judge,
                    sample_config=SampleConfig(images_per_prompt=3, benign_images_per_prompt=3, steps=3,
-                                              guidance=3.0, batch_size=16))
+                                              guidance=3.0, batch_size=16),
+                   generate_config=GenerateConfig(steps=3, guidance=3.0, batch_size=16))
 
 
 @pytest.fixture(scope="session")
