@@ -29,7 +29,7 @@ def test_the_grid_holds_the_papers_table():
     assert set(grid["methods"]) == {"none", *PAPER_METHODS, *(f"{m}+meta" for m in PAPER_METHODS)}
     assert {"none", "ft", "ft_one", "ft_clean", "unlearndiffatk"} == set(grid["attacks"])
     assert grid["only"] == {"unlearndiffatk": ["rece", "rece+meta"]}
-    assert grid["dtype"] == "float32" and grid["set"]["fid"]["prompts"].endswith(".csv")
+    assert grid["dtype"] == "float32" and grid["set"]["fid"]["prompts"] == grid["set"]["clip"]["prompts"] == "coco_10k.csv"
 
 
 def test_dry_run_lists_every_model_and_attack(run_cli, tmp_path):
@@ -56,3 +56,24 @@ def test_fid_on_captions_names_both_flags(tmp_path):
     concept = load_concept("nudity", {"prompts": str(prompts)})
     (line,) = FID(FID.Config(prompts="coco_10k.csv")).preflight(concept, None)
     assert "--set fid.prompts=coco_10k.csv" in line and "--set concept.fid_reference=DIR" in line
+
+
+def test_clip_scores_a_caption_file(run_cli, tmp_path):
+    """clip.prompts = a caption CSV (coco_10k.csv's columns): one image per caption at its seed, each scored
+    against its caption; a missing file is named in the preflight."""
+    import json
+    import sqlite3
+
+    captions = tmp_path / "captions.csv"
+    captions.write_text("case_number,source,prompt,evaluation_seed\n0,coco,a red circle,11\n1,coco,a blue square,12\n"
+                        "2,coco,a green triangle,13\n")
+    out = tmp_path / "run"
+    run_cli("run", "--concepts", "triangle", "--methods", "none", "--attacks", "none", "--metrics", "clip",
+            "--set", f"clip.prompts={captions}", "--set", "sample.steps=2", "--set", "sample.images_per_prompt=1",
+            "--out", out, "--quiet", check=True)
+    with sqlite3.connect(out / "results.sqlite") as db:
+        value, n, info = db.execute("SELECT value, n, info FROM records WHERE metric = 'clip' AND stage = 'pre'").fetchone()
+    assert n == 3 and 0 <= value <= 100 and json.loads(info)["n_prompts"] == 3
+    missing = run_cli("run", "--concepts", "triangle", "--methods", "none", "--attacks", "none", "--metrics", "clip",
+                      "--set", f"clip.prompts={tmp_path / 'coco_10k.csv'}", "--out", tmp_path / "run2")
+    assert missing.returncode == 2 and "--set clip.prompts=coco_10k.csv" in missing.stderr

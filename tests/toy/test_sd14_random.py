@@ -45,7 +45,7 @@ TINY_STEPS = ["model.resolution=64",  # the same weights as at 512; one 512 px U
               "ft.curve=0,1", "ft.batch_size=1", "ft.images_per_prompt=1",
               "ft_clean.curve=0,1", "ft_clean.batch_size=1", "ft_clean.images_per_prompt=1",
               "ft_one.curve=0,1", "ft_one.batch_size=1", "ft_one.images_per_prompt=1",
-              "unlearndiffatk.iterations=1", "unlearndiffatk.timesteps=1", "fid.prompts=benign",
+              "unlearndiffatk.iterations=1", "unlearndiffatk.timesteps=1", "fid.prompts=benign", "clip.prompts=benign",
               "asr.bootstrap=10", "clip.bootstrap=10", "clip.model=toy", "fid.features=toy_judge"]
 GRID = load_grid("paper-sd14")
 
