@@ -48,6 +48,8 @@ def register_all():
     ATTACKS.register("p4d", f"{A}.p4d:P4D", description="P4D-N: new tokens whose unlearned prediction matches the original's (Chin et al. 2024)")
     ATTACKS.register("p4d-k", f"{A}.p4d:P4D", preset={"variant": "k"},
                      description="P4D-K: a learnable token before every 3 of the forget prompt's (Chin et al. 2024)")
+    ATTACKS.register("ringabell", f"{A}.ringabell:RingABell",
+                     description="Ring-A-Bell: genetic search for a prompt near the forget prompt plus a concept vector (Tsai et al. 2024)")
     # probes (Lu et al. 2025): no training, no prompt search; each with its control; axis: what N in post@N is
     eta, strength, side = ("noising η (per mille)", "completion strength (per mille; t_start = its share of the DDIM steps)",
                            "inpaint mask side (per mille of the image side)")
