@@ -1,6 +1,24 @@
 """The built-in plugins, registered lazily: one line each, nothing imported until used."""
 
+import os
+
 M, A, X = "relearnbench.methods", "relearnbench.attacks", "relearnbench.metrics"
+FAKES = "RELEARNBENCH_FAKES"  # "1": the test fakes are registered too, in this process and every one it starts
+
+
+def register_fakes():
+    """The torch-free fakes that test the harness in seconds: a ``dummy`` method, attack and metric. Only tests
+    register them (tests/conftest.py's ``fakes``, through the environment for the processes they start), so a
+    user never meets them in ``ls`` or in a "known: ..." list."""
+    from relearnbench.registry import ATTACKS, METHODS, METRICS
+
+    os.environ[FAKES] = "1"
+    if "dummy" in METHODS._entries:  # registered before (the environment, or an earlier call)
+        return
+    METHODS.register("dummy", f"{M}.dummy:Dummy", description="deterministic fake method for harness tests (no torch)")
+    ATTACKS.register("dummy", f"{A}.dummy:Dummy", description="deterministic fake attack for harness tests (no torch)")
+    METRICS.register("dummy", f"{X}.dummy:Dummy", higher_is_better=False,
+                     description="deterministic fake score for harness tests (no torch)")
 
 
 def register_all():
@@ -8,7 +26,6 @@ def register_all():
 
     # -- methods -------------------------------------------------------------------------------
     METHODS.register("none", f"{M}.none:NoUnlearning", description="no unlearning: the base model as released")
-    METHODS.register("dummy", f"{M}.dummy:Dummy", description="deterministic fake method for harness tests (no torch)")
     METHODS.register("esd", f"{M}.esd:ESD", description="Erased Stable Diffusion (Gandikota et al. 2023), configurable variant")
     for train in ("u", "x", "f"):
         for eta in (1, 3):
@@ -34,7 +51,6 @@ def register_all():
 
     # -- attacks -------------------------------------------------------------------------------
     ATTACKS.register("none", f"{A}.none:NoAttack", description="no attack: the unlearned model as released")
-    ATTACKS.register("dummy", f"{A}.dummy:Dummy", description="deterministic fake attack for harness tests (no torch)")
     ATTACKS.register("ft", f"{A}.ft:Finetune", description="full UNet finetune on images of the erased concept")
     ATTACKS.register("ft_one", f"{A}.ft:OnePromptFinetune",
                      description="full UNet finetune on one harmful prompt's images (the paper's HRM-s)")
@@ -67,8 +83,6 @@ def register_all():
                      description="control of inpaint: benign images masked, filled from the forget prompts")
 
     # -- metrics (direction and aggregation live here so tables need no import) ----------------
-    METRICS.register("dummy", f"{X}.dummy:Dummy", higher_is_better=False,
-                     description="deterministic fake score for harness tests (no torch)")
     METRICS.register("asr", f"{X}.asr:ASR", higher_is_better=False, bounds=(0, 100),
                      description="attack success rate: share of forget-prompt images the judge flags")
     METRICS.register("fid", curve=False, target=f"{X}.fid:FID", higher_is_better=False,
@@ -98,4 +112,6 @@ def register_all():
                     description="a tiny random-weight SD architecture (tests and plugin development)")
     MODELS.register("sd14-random", "relearnbench.models:load_sd_random", preset="sd14",
                     description="full-size SD-1.4 architecture with random weights (speed benchmarks only)")
+    if os.environ.get(FAKES) == "1":
+        register_fakes()
 

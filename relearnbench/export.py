@@ -93,6 +93,8 @@ def export(run_dir: str, given: dict, out: str, stage: str = "pre", lora: str = 
         attacked = rerun_attack(p.attack(attack, model_name), model, p.concepts[concept], ctx)
     written_lora = write_pipeline(model, attacked, out_dir, lora)
     keys = dict(zip(CELL_KEYS, cell))
+    if stage == "pre":  # the unlearned model, which every attack cell of it starts from: no attack's cell
+        keys["attack"] = None
     records, cells = store.records_frame(), store.cells_frame()
     rows = records[(records[list(CELL_KEYS)] == list(cell)).all(axis=1) & (records["stage"] == stage)]
     row = cells[(cells[list(CELL_KEYS)] == list(cell)).all(axis=1)].iloc[0]
@@ -163,18 +165,22 @@ def model_card(cell: dict, stage: str, config: dict, records: list[dict], proven
     title = f"{method}: {cell['model']} with '{concept}' erased{attacked_by}"
     results = [EvalResult(task_type="text-to-image", dataset_type="relearnbench-concept", dataset_name=concept,
                           metric_type=r["metric"], metric_value=r["value"], metric_name=f"{r['metric']} ({stage})",
-                          metric_args={"lo": r["lo"], "hi": r["hi"], "n": int(r["n"])}) for r in records]
+                          metric_args=_finite({"lo": r["lo"], "hi": r["hi"], "n": int(r["n"])})) for r in records]
     data = ModelCardData(library_name="diffusers", pipeline_tag="text-to-image",
                          base_model=HUB_IDS.get(cell["model"]), model_name=title, eval_results=results,
                          tags=["relearnbench", "concept-unlearning", method.partition("@")[0].partition("+")[0]],
-                         relearnbench={"method": config.get("method"), "concept": {
+                         relearnbench=_finite({"method": config.get("method"), "concept": {
                              "name": concept, "file": config.get("concept"), "sha256": config.get("concept_sha256")},
                              "model": cell["model"], "model_config": config.get("model_config"),
                              "attack": config.get("attack") if stage == "post" else None,
-                             "sample": config.get("sample"), "judge": config.get("judge"), "provenance": provenance})
+                             "sample": config.get("sample"), "judge": config.get("judge"), "provenance": provenance}))
+    if stage == "pre":
+        what = (f"the unlearned model of `{cell['model']}/{concept}/{method}`, seed {cell['seed']} (stage `pre`: "
+                "before any attack; every attack cell of it starts from this model and records these scores)")
+    else:
+        what = f"cell `{'/'.join(str(cell[k]) for k in CELL_KEYS)}`, stage `{stage}`"
     lines = [f"# {title}", "",
-             f"Exported by `relearnbench export` from the run `{provenance['run']}`, cell "
-             f"`{'/'.join(str(cell[k]) for k in CELL_KEYS)}`, stage `{stage}`.", "",
+             f"Exported by `relearnbench export` from the run `{provenance['run']}`, {what}.", "",
              "```python", "from diffusers import StableDiffusionPipeline",
              "pipe = StableDiffusionPipeline.from_pretrained(\"PATH\")"]
     if provenance.get("lora") == "adapter":
@@ -187,6 +193,17 @@ def model_card(cell: dict, stage: str, config: dict, records: list[dict], proven
     lines += ["", "The method's resolved settings, the concept file's hash, the sampler, the judge and the run's "
               "provenance are in the `relearnbench` block of this card's metadata.", ""]
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+
+
+def _finite(obj):
+    """``obj`` with every NaN float as None: YAML metadata has no NaN (FID has no interval, say)."""
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def _interval(r: dict) -> str:

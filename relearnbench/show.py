@@ -79,6 +79,9 @@ def show(name: str) -> str:
         cls = {"sample": SampleConfig, "generate": GenerateConfig, "model": ModelConfig}[name]
         resolved = {s: make_config(cls, name, preset_file_layer(cls, s)) for s in SCALES}
         return f"{name}: core settings\n--set {name}.KEY=VALUE\n{_table(config_rows(cls, resolved))}\n"
+    wrapped = _wrapper(name)
+    if wrapped:
+        return wrapped
     kind, registry = _find(name)
     base_name, _, suffix = name.partition("+")
     resolved = {}
@@ -98,6 +101,36 @@ def show(name: str) -> str:
     parts += _section(cls, f"the +{suffix} wrapper" if suffix else f"version {cls.version}",
                       {s: p and p.config for s, p in resolved.items()})
     return "\n".join(parts) + "\n"
+
+
+def _wrapper(suffix: str) -> str:
+    """``show meta``: a wrapper's keys (``NAME+meta``), at each scale as resolved around one base method, or ""
+    where ``suffix`` names no wrapper."""
+    from relearnbench.config import build
+    from relearnbench.registry import REGISTRIES
+
+    registry = next((REGISTRIES[k] for k in KINDS if suffix in REGISTRIES[k].suffixes()), None)
+    if registry is None:
+        return ""
+    cls, _ = registry.wrapper(suffix)
+    for base in sorted(registry.list(), key=lambda n: n != "esd"):  # esd first: the paper's base method
+        resolved = {}
+        for scale in SCALES:
+            try:
+                resolved[scale] = build(registry, f"{base}+{suffix}", scale, {}).config
+            except UserError:
+                resolved[scale] = None
+        if any(resolved.values()):
+            break
+    else:
+        base, resolved = "", {}
+    kind = registry.kind[:-1]
+    head = [f"+{suffix} ({kind} wrapper): {registry.suffixes()[suffix]}",
+            f"use it as NAME+{suffix} around a {kind} (e.g. {base or 'esd'}+{suffix}); "
+            f"`relearnbench show {base or 'NAME'}+{suffix}` lists the base's keys too"]
+    if base:
+        head.append(f"the values at each scale: around {base} (a base may have its own preset rows)")
+    return "\n".join(head + _section(cls, f"the +{suffix} wrapper", resolved)) + "\n"
 
 
 def _section(cls, label: str, resolved: dict) -> list[str]:

@@ -25,6 +25,16 @@ def run_cli():
     return cli
 
 
+@pytest.fixture(scope="session")
+def fakes():
+    """The test fakes (the torch-free ``dummy`` method, attack and metric) registered in this process and,
+    through RELEARNBENCH_FAKES=1 in its environment, in every ``relearnbench`` a test starts from now on.
+    A user's ``ls`` never lists them. Use: ``pytestmark = pytest.mark.usefixtures("fakes")``."""
+    from relearnbench.builtins import register_fakes
+
+    register_fakes()
+
+
 CONSTANT_PLUGIN = (  # a --plugin file: a torch-free metric 'constant' that always scores 0.25
     "from relearnbench.api import Metric, Score\n"
     "from relearnbench.registry import METRICS\n"

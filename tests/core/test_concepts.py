@@ -10,6 +10,8 @@ from relearnbench.concepts import CONCEPT_DIR, load_concept, normalise
 from relearnbench.config import catalogue
 from relearnbench.errors import UserError
 
+pytestmark = pytest.mark.usefixtures("fakes")  # the dummy method, attack and metric
+
 CSV = "prompt,evaluation_seed,evaluation_guidance\na nude person on a beach,1,7.5\nnudity art,2,7.5\n"
 
 

@@ -6,6 +6,8 @@ import pytest
 from relearnbench.cli import cli, main
 from relearnbench.methods.esd import ESD
 
+pytestmark = pytest.mark.usefixtures("fakes")  # the dummy method, attack and metric
+
 DUMMY = ["--methods", "dummy", "--attacks", "dummy", "--metrics", "dummy", "--concepts", "triangle"]
 
 

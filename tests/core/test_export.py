@@ -69,8 +69,10 @@ def test_model_card_holds_method_settings_and_scores(exported):
     rb = meta["relearnbench"]
     assert rb["method"]["class"] == "relearnbench.methods.uce.UCE" and rb["method"]["config"]["lamb"] == 0.1
     assert rb["concept"]["name"] == "triangle" and len(rb["concept"]["sha256"]) == 64
-    assert rb["provenance"]["cell"] == {"model": "toy", "concept": "triangle", "method": "uce", "attack": "none",
+    # stage pre: the unlearned model every attack cell of it shares, named without an attack
+    assert rb["provenance"]["cell"] == {"model": "toy", "concept": "triangle", "method": "uce", "attack": None,
                                         "seed": 0}
+    assert "the unlearned model of `toy/triangle/uce`, seed 0" in text and ".nan" not in text
     metrics = {m["type"]: m for m in meta["model-index"][0]["results"][0]["metrics"]}
     want = scores(exported / "run", "uce")
     for name, (value, lo, hi, n, _) in want.items():

@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.usefixtures("fakes")  # the dummy method, attack and metric
+
 # three seeds of `none`: three unlearned-model artifacts; `dummy` attacks load them, `none` attacks do not
 GRID = ["--model", "tiny", "--concepts", "triangle", "--methods", "none", "--seeds", "0,1,2", "--metrics", "gradients",
         "--set", "gradients.timesteps=[500]", "--set", "gradients.batches=1", "--set", "gradients.batch_size=1",

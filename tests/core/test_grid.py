@@ -11,6 +11,8 @@ import pytest
 from relearnbench.config import catalogue
 from relearnbench.spec import GRID_DIR
 
+pytestmark = pytest.mark.usefixtures("fakes")  # the dummy method, attack and metric
+
 DUMMY = ["--methods", "dummy", "--attacks", "dummy", "--metrics", "dummy"]
 
 

@@ -5,6 +5,8 @@ import tomllib
 
 import pytest
 
+pytestmark = pytest.mark.usefixtures("fakes")  # the dummy method, attack and metric
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 MAPPING = {"relearnbench": "relearnbench", "relearnbench.methods": "methods",
            "relearnbench.attacks": "attacks", "relearnbench.metrics": "metrics"}

@@ -6,6 +6,8 @@ import json
 import pytest
 import torch
 
+pytestmark = pytest.mark.usefixtures("fakes")  # the dummy method, attack and metric
+
 
 def _refused(run_cli, cwd, *args):
     proc = run_cli("run", *args, cwd=cwd, env={"HF_HOME": str(cwd / ".." / "hf")})

@@ -7,6 +7,8 @@ import time
 import psutil
 import pytest
 
+pytestmark = pytest.mark.usefixtures("fakes")  # the dummy method, attack and metric
+
 pytest.importorskip("ray")
 
 ARGS = ["--methods", "dummy", "--attacks", "dummy", "--metrics", "dummy", "--seeds", "0,1", "--quiet"]

@@ -3,6 +3,8 @@ import pytest
 from relearnbench.errors import UserError
 from relearnbench.registry import ATTACKS, METHODS, METRICS, Registry
 
+pytestmark = pytest.mark.usefixtures("fakes")  # the dummy method, attack and metric
+
 
 def test_lazy_builtins_resolve_to_classes_with_configs():
     for reg in (METHODS, ATTACKS, METRICS):

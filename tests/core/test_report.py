@@ -6,6 +6,8 @@ import pytest
 
 from relearnbench.report import curve_plots
 
+pytestmark = pytest.mark.usefixtures("fakes")  # the dummy method, attack and metric
+
 SCREENSHOT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "screenshot.sh"
 
 

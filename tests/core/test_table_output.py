@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.usefixtures("fakes")  # the dummy method, attack and metric
+
 # a rate (bounds 0-100) of 5 x seed: seeds 0, 1, 2 give 5 ± 12.4, whose t interval leaves [0, 100]
 PLUGIN = (
     "from relearnbench.api import Metric, Score\n"

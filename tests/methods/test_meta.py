@@ -10,6 +10,8 @@ from relearnbench.errors import UserError
 from relearnbench.registry import METHODS
 from relearnbench.testing import context, tiny_concept, tiny_model
 
+pytestmark = pytest.mark.usefixtures("fakes")  # the dummy method, attack and metric
+
 ALL_TERMS = dict(forget_ft=1.0, related_ft=1.0, unrelated_ft=1.0, related=1.0, unrelated=1.0)
 
 
