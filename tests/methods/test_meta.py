@@ -195,3 +195,46 @@ def test_presets_name_the_weights(build):
     assert (intended["forget_ft"], intended["unrelated_ft"], intended["related_ft"]) == (0.1, 0.01, 0.5)
     with pytest.raises(UserError, match="authors-effective"):
         resolve(METHODS, "esd+meta", "sd14", {"meta": {"preset": "authors"}}).gammas()
+
+
+# the published weights (methods/meta.toml's provenance; sail-sg/Meta-Unlearning scripts/esd_meta.sh and meta.sh pass
+# --gamma2_1 three times: the code runs the last, 0.01, and γ2_2 = γ2_3 keep their default 1.0), as
+# {base's row: (terms at θ, added; terms at θ_FT, subtracted)}, each term (weight, data)
+PRESET_TERMS = {
+    ("authors-effective", "none"): ({(0.1, "unrelated"), (0.01, "related")},
+                                    {(-0.01, "forget_test"), (-1.0, "related"), (-1.0, "unrelated")}),
+    ("authors-effective", "uce"): ({(0.1, "unrelated"), (0.1, "related")},
+                                   {(-0.01, "forget_test"), (-1.0, "related"), (-1.0, "unrelated")}),
+    ("authors-intended", "none"): ({(0.1, "unrelated"), (0.01, "related")},
+                                   {(-0.1, "forget_test"), (-0.1, "related"), (-0.01, "unrelated")}),
+    ("authors-intended", "uce"): ({(0.1, "unrelated"), (0.1, "related")},
+                                  {(-0.1, "forget_test"), (-0.1, "related"), (-0.01, "unrelated")}),
+    ("paper", "none"): ({(0.1, "unrelated"), (0.1, "related")},  # ζ form: the retain terms equal at θ and θ_FT
+                        {(-0.1, "forget_test"), (-0.1, "related"), (-0.1, "unrelated")}),
+}
+
+
+@pytest.mark.parametrize("preset,base", PRESET_TERMS)
+def test_terms_of_each_preset(preset, base, build, ctx):
+    """Meta.terms(): which weight and sign goes with which data, at θ and at θ_FT, for each preset at the sd14
+    scale (whose table sets no weight). The data sets are told apart by their sizes: 2 forget-train prompts whose
+    5 images split 3 (finetune) / 2 (held out), 3 related and 4 unrelated prompts of 4 images each."""
+    import dataclasses
+
+    concept = dataclasses.replace(tiny_concept(), train_related=("a red diamond", "a green diamond", "a dotted diamond"),
+                                  train_unrelated=("a square", "a cross", "a circle", "a yellow square"))
+    method = build(f"{base}+meta", "sd14", meta=dict(preset=preset, forget_images=5, retain_images=4))
+    method.prepare(tiny_model(), concept, ctx)
+    names = {(2, 3): "forget_train", (2, 2): "forget_test", (3, 4): "related", (4, 4): "unrelated"}
+    got = {at: sorted((w, names[len(d.texts), len(d.x0)]) for w, d in method.terms(at)) for at in ("theta", "ft")}
+    method.release()
+    theta, ft = PRESET_TERMS[preset, base]
+    assert got == {"theta": sorted(theta), "ft": sorted(ft)}
+    if (preset, base) != ("authors-effective", "none"):
+        return
+    # the switches drop exactly their terms (once: the same code for every preset)
+    off = build(f"{base}+meta", "sd14", meta=dict(preset=preset, forget_images=5, retain_images=4, forget_term=False,
+                                                   retain=False))
+    off.prepare(tiny_model(), concept, ctx)
+    assert off.terms("theta") == [] and sorted(w for w, _ in off.terms("ft")) == sorted(w for w, k in ft if k != "forget_test")
+    off.release()

@@ -20,7 +20,8 @@ class Shrink(Method):
 
     @torch.no_grad()
     def unlearn(self, model, concept, ctx):
-        c = encode_text(model, concept.forget_texts).mean(dim=(0, 1)).float()  # mean concept embedding
+        # the defender's texts (the train role); the concept's evaluation prompts are for metrics only
+        c = encode_text(model, list(concept.train)).mean(dim=(0, 1)).float()  # mean concept embedding
         c = c / c.norm()
         for name, module in model.unet.named_modules():
             if name.endswith("attn2.to_k"):
@@ -49,7 +50,7 @@ class Ablate(LossMethod):
     def prepare(self, model, concept, ctx):
         self.generator = torch.Generator().manual_seed(ctx.seed)
         device = model.unet.device
-        self.concept = encode_text_frozen(model, concept.forget_texts).to(device)
+        self.concept = encode_text_frozen(model, list(concept.train)).to(device)  # the train role only
         self.anchor = encode_text_frozen(model, [concept.anchor]).to(device)
         self.uncond = encode_text_frozen(model, [""]).to(device)
         # the cross-attention keys and values: where the text reaches the image
