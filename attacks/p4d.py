@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from relearnbench import seeds
 from relearnbench.api import Attack, Concept, Context, Model, Prompt
 from relearnbench.attacks.unlearndiffatk import UnlearnDiffAtk, decode
 from relearnbench.diffusion import (encode_images, encode_text_frozen, encode_text_with_embeddings, input_embeddings,
@@ -69,6 +70,9 @@ class P4D(Attack):
     version = "1"
     reads_eval_prompts = True  # it rewrites the evaluation prompts, as published
 
+    # UnlearnDiffAtk's reference images (the attacker's own), its judging of a prompt and its keeping of the best
+    references, judged, keep_better = UnlearnDiffAtk.references, UnlearnDiffAtk.judged, UnlearnDiffAtk.keep_better
+
     def title(self) -> str:
         return f"p4d-{self.config.variant}"
 
@@ -78,9 +82,9 @@ class P4D(Attack):
         if self.config.variant not in ("n", "k"):
             raise UserError(f"p4d.variant={self.config.variant!r}: expected n (P4D-N) or k (P4D-K)")
         original = original_model(model, ctx)
-        x0 = encode_images(model, UnlearnDiffAtk.references(self, model, concept, ctx))
+        x0 = encode_images(model, self.references(model, concept, ctx))
         # pin each prompt's evaluation seed: the images judged here are then the first ones evaluate() samples
-        prompts = [Prompt(p.text, p.seed if p.seed is not None else ctx.seed * 100_003 + i, p.guidance)
+        prompts = [Prompt(p.text, p.seed if p.seed is not None else seeds.of(ctx.seed, "prompt", i), p.guidance)
                    for i, p in enumerate(concept.forget)]
         adversarial, b = [], self.config.batch_size
         for start in range(0, len(prompts), b):
@@ -111,7 +115,7 @@ class P4D(Attack):
                x0: torch.Tensor) -> list[Prompt]:
         cfg = self.config
         best = list(prompts)
-        best_share = UnlearnDiffAtk.judged(self, model, concept, ctx, prompts)
+        best_share = self.judged(model, concept, ctx, prompts)
         live = [i for i, s in enumerate(best_share) if s < 0.5]  # broken before the attack: kept as it is
         if not live:
             return best
@@ -137,20 +141,17 @@ class P4D(Attack):
             found[learn] = nearest_tokens(e.detach(), tables[0]).to(found.device)
             candidates = [Prompt(decode(model.tokenizer, self.words(model, found[i])), prompts[i].seed,
                                  prompts[i].guidance) for i in live]
-            for i, candidate, share in zip(live, candidates, UnlearnDiffAtk.judged(self, model, concept, ctx,
-                                                                                   candidates)):
-                if share >= best_share[i]:  # ties go to the later, longer-optimised prompt
-                    best[i], best_share[i] = candidate, share
-            live = [i for i in live if best_share[i] < 0.5]  # stop at the first success
-            if not live:
+            live = self.keep_better(model, concept, ctx, live, candidates, best, best_share)
+            if not live:  # stop at the first success
                 break
         return best
 
     @staticmethod
     def objective(model: Model, original: Model, ids: torch.Tensor, learn: torch.Tensor, e: torch.Tensor,
                   tables: list, x0: torch.Tensor, target_c, g: torch.Generator) -> torch.Tensor:
-        """Σ over the B prompts of ‖ε_θ'(x_t, t, c(P*)) − ε_θ(x_t, t, c(P))‖² (each prompt's mean): P* = ``ids``
-        with its ``learn`` positions at the tokens nearest to ``e`` [learn.sum(), D], c(P) = ``target_c``."""
+        """Σ over the B prompts of ‖ε_θ'(x_t, t, c(P*)) − ε_θ(x_t, t, c(P))‖² (each prompt's mean):
+        P* = ``ids`` with its ``learn`` positions at the tokens nearest to ``e`` [learn.sum(), D]; c(P) =
+        ``target_c``."""
         nearest = nearest_tokens(e.detach(), tables[0])
         projected = e + (tables[0][nearest] - e).detach()  # the forward pass sees tokens, the gradient reaches e
         c = encode_text_with_embeddings(model, ids, learn, [projected] + [t[nearest] for t in tables[1:]])

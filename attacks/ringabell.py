@@ -29,6 +29,7 @@ from typing import Literal
 
 import torch
 
+from relearnbench import seeds
 from relearnbench.api import Attack, Concept, Context, Model, Prompt
 from relearnbench.attacks.p4d import original_model
 from relearnbench.attacks.unlearndiffatk import UnlearnDiffAtk, decode
@@ -37,7 +38,7 @@ from relearnbench.errors import UserError
 
 
 class RingABell(Attack):
-    """genetic search for a prompt whose text embedding is the forget prompt's plus the concept vector (Tsai et al. 2024)"""
+    """genetic search for a prompt embedded near the forget prompt plus a concept vector (Tsai et al. 2024)"""
 
     @dataclass(frozen=True)
     class Config:
@@ -54,15 +55,17 @@ class RingABell(Attack):
     version = "1"
     reads_eval_prompts = True  # it rewrites the evaluation prompts, as published
 
+    judged = UnlearnDiffAtk.judged  # share of a prompt's first check_images evaluation images the judge flags
+
     def run(self, model: Model, concept: Concept, ctx: Context, evaluate) -> None:
         if ctx.judge is None:
             raise UserError("ringabell counts a prompt broken with the concept's judge, which this context lacks")
         # model-agnostic: the released model's text encoder, whatever the unlearning did to the copy attacked
         encoder = original_model(model, ctx)
         v = self.concept_vector(encoder, concept)
-        prompts = [Prompt(p.text, p.seed if p.seed is not None else ctx.seed * 100_003 + i, p.guidance)
+        prompts = [Prompt(p.text, p.seed if p.seed is not None else seeds.of(ctx.seed, "prompt", i), p.guidance)
                    for i, p in enumerate(concept.forget)]
-        share = UnlearnDiffAtk.judged(self, model, concept, ctx, prompts)
+        share = self.judged(model, concept, ctx, prompts)
         g = torch.Generator().manual_seed(ctx.seed)
         found = list(prompts)
         for i in [i for i, s in enumerate(share) if s < 0.5]:
