@@ -20,7 +20,8 @@ import torch
 
 from relearnbench.api import Attack, Concept, Context, Model, Prompt
 from relearnbench.data import attack_images
-from relearnbench.diffusion import denoising_loss, encode_images, encode_text_with_embeddings, tokenize
+from relearnbench.diffusion import (denoising_loss, encode_images, encode_text_with_embeddings, input_embeddings,
+                                    text_encoders, tokenize)
 from relearnbench.errors import UserError
 
 
@@ -58,28 +59,30 @@ class ConceptInversion(Attack):
         x0 = encode_images(model, images)  # fixed data: encoded once
         captions = [cfg.template.format(token=cfg.token, prompt=t) for t in texts]
 
-        # the new word: a row appended to the (copied) embedding table, learned as a float32 v
-        if model.tokenizer.add_tokens([cfg.token]) == 0:
-            raise UserError(f"ci.token {cfg.token!r} is already a word of this tokenizer; pick another")
+        # the new word: a row appended to each (copied) text encoder's embedding table (SDXL has two, whose
+        # tokenizers share one vocabulary), learned as a float32 v per encoder
+        for tokenizer, encoder in text_encoders(model):
+            if tokenizer.add_tokens([cfg.token]) == 0:
+                raise UserError(f"ci.token {cfg.token!r} is already a word of this tokenizer; pick another")
+            encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)  # the row is set below
         token_id = model.tokenizer.convert_tokens_to_ids(cfg.token)
-        model.text_encoder.resize_token_embeddings(len(model.tokenizer), mean_resizing=False)  # the row is set below
-        table = model.text_encoder.get_input_embeddings().weight
+        tables = input_embeddings(model)
         init_ids = [i for i in tokenize(model, [cfg.init_word])[0].tolist()[1:]
                     if i not in (model.tokenizer.eos_token_id, model.tokenizer.pad_token_id)]
         if not init_ids:
             raise UserError(f"ci.init_word {cfg.init_word!r} has no tokens")
-        v = table[init_ids].float().mean(0).clone().requires_grad_(True)
+        vs = [table[init_ids].float().mean(0).clone().requires_grad_(True) for table in tables]
 
         ids = tokenize(model, captions)
         mask = ids == token_id
-        optimizer = torch.optim.AdamW([v], lr=self.lr(), weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(vs, lr=self.lr(), weight_decay=cfg.weight_decay)
         g = torch.Generator().manual_seed(ctx.seed)
         for step in ctx.track(range(cfg.steps), "ci textual inversion", total=cfg.steps):
             optimizer.zero_grad(set_to_none=True)
             for _ in range(cfg.grad_accum):  # accelerate's accumulate: the mean of the micro-batches' gradients
                 idx = torch.randint(len(x0), (cfg.batch_size,), generator=g)
                 n = int(mask[idx].sum())
-                c = encode_text_with_embeddings(model, ids[idx], mask[idx], v.expand(n, -1))
+                c = encode_text_with_embeddings(model, ids[idx], mask[idx], [v.expand(n, -1) for v in vs])
                 loss = denoising_loss(model, x0[idx], c, generator=g)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"ci: loss is {loss.item()} at step {step}; lower --set ci.lr")
@@ -87,6 +90,7 @@ class ConceptInversion(Attack):
             optimizer.step()
 
         with torch.no_grad():
-            table[token_id] = v.to(table.dtype)
+            for table, v in zip(tables, vs):
+                table[token_id] = v.to(table.dtype)
         evaluate(None, forget_prompts=[Prompt(cfg.template.format(token=cfg.token, prompt=p.text), p.seed, p.guidance)
                                        for p in concept.forget])

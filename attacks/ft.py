@@ -31,7 +31,7 @@ import torch
 
 from relearnbench.api import Attack, Concept, Context, Model
 from relearnbench.data import attack_images
-from relearnbench.diffusion import denoising_loss, encode_images, encode_text_frozen
+from relearnbench.diffusion import Cond, denoising_loss, encode_images, encode_text_frozen
 from relearnbench.errors import UserError
 
 
@@ -40,7 +40,7 @@ class Data:
     """A fixed training set, encoded once: latents x0 and one text embedding per unique caption."""
 
     x0: torch.Tensor  # [N, 4, h, w] float32
-    c: torch.Tensor  # [U, 77, D] float32, one row per unique caption
+    c: Cond  # [U] float32, one row per unique caption
     caption: torch.Tensor  # [N] index into c
     texts: list[str]  # the unique captions, in the order of c
 
@@ -88,7 +88,7 @@ def relearn(model: Model, params: list, parts: list[tuple[Data, int]], config, c
             idx = torch.tensor(list(itertools.islice(stream, k)), dtype=torch.long)
             x0.append(d.x0[idx])
             c.append(d.c[d.caption[idx]])
-        loss = denoising_loss(model, torch.cat(x0), torch.cat(c), generator=g)
+        loss = denoising_loss(model, torch.cat(x0), Cond.cat(c), generator=g)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{name}: loss is {loss.item()} at step {step}; lower --set {name}.lr")
         optimizer.zero_grad(set_to_none=True)

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from relearnbench import seeds
 from relearnbench.api import Attack, Concept, Context, Model, Prompt
 from relearnbench.data import attack_images
-from relearnbench.diffusion import denoising_loss, encode_images, encode_text_with_embeddings, sample, tokenize
+from relearnbench.diffusion import (denoising_loss, encode_images, encode_text_with_embeddings, input_embeddings,
+                                    sample, tokenize)
 from relearnbench.errors import UserError
 
 
@@ -155,9 +156,9 @@ class UnlearnDiffAtk(Attack):
         mask = torch.zeros_like(adv_ids, dtype=torch.bool)
         mask[:, 1:1 + k] = True
 
-        table = model.text_encoder.get_input_embeddings().weight.float()  # E [|V|, D]
-        device = table.device
-        u = torch.full((len(prompts), k, table.shape[0]), 1.0 / table.shape[0], device=device, requires_grad=True)
+        tables = [table.float() for table in input_embeddings(model)]  # E [|V|, D] of each text encoder
+        device, vocab = tables[0].device, tables[0].shape[0]
+        u = torch.full((len(prompts), k, vocab), 1.0 / vocab, device=device, requires_grad=True)
         optimizer = torch.optim.Adam([u], lr=cfg.lr, weight_decay=cfg.weight_decay)
         g_noise = torch.Generator().manual_seed(ctx.seed)
         g_tokens = torch.Generator(device=device).manual_seed(ctx.seed)
@@ -168,7 +169,8 @@ class UnlearnDiffAtk(Attack):
             tt = torch.full((len(live),), t, dtype=torch.long, device=model.unet.device)
             for _ in range(cfg.iterations):
                 one_hot = _SampleStraightThrough.apply(u[rows], g_tokens)  # [b, k, |V|]
-                c = encode_text_with_embeddings(model, adv_ids[rows], mask[rows], (one_hot @ table).flatten(0, 1))
+                c = encode_text_with_embeddings(model, adv_ids[rows], mask[rows],
+                                                [(one_hot @ table).flatten(0, 1) for table in tables])
                 # Σ over prompts of each one's mean loss: every u_i gets the gradient it would get alone
                 loss = denoising_loss(model, x0[rows], c, generator=g_noise, t=tt) * len(live)
                 optimizer.zero_grad(set_to_none=True)

@@ -42,13 +42,14 @@ def unet_flops(model, batch: int) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    unet, te = model.unet, model.text_encoder
+    from relearnbench.diffusion import encode_text_frozen, predict
+
+    unet = model.unet
     c = unet.config
     x = torch.randn(batch, c.in_channels, c.sample_size, c.sample_size, device=unet.device, dtype=unet.dtype)
-    text = torch.randn(batch, model.tokenizer.model_max_length, c.cross_attention_dim, device=unet.device,
-                       dtype=unet.dtype)
+    cond = encode_text_frozen(model, [""] * batch).to(unet.device)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        unet(x, torch.full((batch,), 500, device=unet.device), encoder_hidden_states=text)
+        predict(unet, x, torch.full((batch,), 500, device=unet.device), cond)
     return counter.get_total_flops()
 
 

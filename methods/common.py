@@ -15,7 +15,7 @@ import torch
 
 from relearnbench.api import Concept, Context, Model
 from relearnbench.data import images_for
-from relearnbench.diffusion import encode_images, encode_text_frozen
+from relearnbench.diffusion import Cond, encode_images, encode_text_frozen
 from relearnbench.errors import UserError
 
 
@@ -49,17 +49,17 @@ class Encoded:
     """Images as VAE latents and their captions as text embeddings, on the UNet's device."""
 
     x0: torch.Tensor  # [N, C, h, w] float32 latents
-    texts: torch.Tensor  # [P, L, D] embeddings of the distinct captions
+    texts: Cond  # [P] conditionings of the distinct captions
     index: torch.Tensor  # [N] which caption goes with each image
 
     def __len__(self) -> int:
         return self.x0.shape[0]
 
-    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, Cond]:
         """(x0, c) of the images ``idx``."""
         return self.x0[idx], self.texts[self.index[idx]]
 
-    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, Cond]:
         """A random batch of ``size`` distinct images (all of them if fewer)."""
         idx = torch.randperm(len(self), generator=generator)[:size].to(self.x0.device)
         return self.take(idx)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from relearnbench.api import Concept, Context, LossMethod, Model
-from relearnbench.diffusion import add_noise, ddim_xt, encode_text_frozen, guided, predict, sample_timesteps
+from relearnbench.diffusion import Cond, add_noise, ddim_xt, encode_text_frozen, guided, predict, sample_timesteps
 from relearnbench.methods.common import encode_set, trainable, training_prompts
 
 
@@ -65,11 +65,11 @@ class ESD(LossMethod):
     def release(self) -> None:
         self.teacher = self.forget = self.uncond = self.c = None
 
-    def _xt(self, model: Model, c: torch.Tensor):
+    def _xt(self, model: Model, c: Cond):
         """(x_t, t) for one step, with no graph: the target is built around them."""
         cfg_, g = self.config, self.generator
         if cfg_.xt == "noise":
-            idx = torch.randint(len(self.forget), (c.shape[0],), generator=g).to(c.device)
+            idx = torch.randint(len(self.forget), (len(c),), generator=g).to(c.device)
             x0 = self.forget.x0[idx]
             t = sample_timesteps(model, x0.shape[0], g)
             return add_noise(model, x0, torch.randn(x0.shape, generator=g).to(x0.device), t), t
@@ -77,7 +77,7 @@ class ESD(LossMethod):
 
     def loss(self, model: Model, step: int) -> torch.Tensor:
         g = self.generator
-        c = self.c[torch.randint(self.c.shape[0], (self.config.batch_size,), generator=g).to(self.c.device)]
+        c = self.c[torch.randint(len(self.c), (self.config.batch_size,), generator=g).to(self.c.device)]
         x_t, t = self._xt(model, c)
         with torch.no_grad():
             target = guided(self.teacher, x_t, t, self.uncond, c, -self.config.eta)  # ε*(∅) − η (ε*(c) − ε*(∅))

@@ -99,7 +99,7 @@ class SalUn(LossMethod):
             t = sample_timesteps(model, x0.shape[0], self.generator)
             noise = torch.randn(x0.shape, generator=self.generator).to(x0.device)
             x_t = add_noise(model, x0, noise, t)
-            guided = guide(predict(model.unet, x_t, t, self.uncond.expand_as(cf)), predict(model.unet, x_t, t, cf),
+            guided = guide(predict(model.unet, x_t, t, self.uncond.expand(len(cf))), predict(model.unet, x_t, t, cf),
                          1 + c.mask_guidance)  # (1+w) ε(c) − w ε(∅)
             for acc, g in zip(grads, torch.autograd.grad(-F.mse_loss(noise, guided), params, allow_unused=True)):
                 if g is not None:
@@ -111,7 +111,7 @@ class SalUn(LossMethod):
         x0, cf = self.forget.batch(n, g)
         t = sample_timesteps(model, x0.shape[0], g)
         x_t = add_noise(model, x0, torch.randn(x0.shape, generator=g).to(x0.device), t)
-        pseudo = self.pseudo[torch.randint(self.pseudo.shape[0], (x0.shape[0],), generator=g).to(x0.device)]
+        pseudo = self.pseudo[torch.randint(len(self.pseudo), (x0.shape[0],), generator=g).to(x0.device)]
         with torch.no_grad():
             target = predict(model.unet, x_t, t, pseudo)
         forget = F.mse_loss(predict(model.unet, x_t, t, cf), target)

@@ -90,7 +90,7 @@ class UCE(Method):
 
     def erase_tokens(self, model: Model, text: str, guide: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(c_i, c_i*): aligned token embeddings [n, in] of a forget prompt and its guide."""
-        emb = encode_text_frozen(model, [text, guide]).to(model.unet.device)
+        emb = encode_text_frozen(model, [text, guide]).hidden.to(model.unet.device)
         a, b = self._tail_start(model, text), self._tail_start(model, guide)
         if self.config.tokens == "last":
             return emb[0, a:a + 1], emb[1, b:b + 1]
@@ -98,7 +98,7 @@ class UCE(Method):
         return emb[0, a:a + n], emb[1, b:b + n]
 
     def preserve_tokens(self, model: Model, text: str) -> torch.Tensor:
-        emb = encode_text_frozen(model, [text]).to(model.unet.device)[0]
+        emb = encode_text_frozen(model, [text]).hidden.to(model.unet.device)[0]
         if self.config.tokens == "last":
             a = self._tail_start(model, text)
             return emb[a:a + 1]

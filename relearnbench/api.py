@@ -115,10 +115,14 @@ class Model:
     fingerprint: str  # identifies the weights; part of every artifact hash
     device: Any = "cpu"
     dtype: Any = None  # dtype of the frozen parts; trainable weights stay float32
+    text_encoder_2: Any = None  # SDXL's second text encoder (CLIPTextModelWithProjection); None for SD-1.x / 2.x
+    tokenizer_2: Any = None  # its tokenizer
 
     def components(self) -> dict:
+        second = dict(text_encoder_2=self.text_encoder_2, tokenizer_2=self.tokenizer_2) \
+            if self.text_encoder_2 is not None else {}
         return dict(unet=self.unet, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                    vae=self.vae, scheduler=self.scheduler)
+                    vae=self.vae, scheduler=self.scheduler, **second)
 
 
 @dataclass

@@ -112,6 +112,17 @@ def register_all():
                     description="a tiny random-weight SD architecture (tests and plugin development)")
     MODELS.register("sd14-random", "relearnbench.models:load_sd_random", preset="sd14",
                     description="full-size SD-1.4 architecture with random weights (speed benchmarks only)")
+    MODELS.register("sd21", "relearnbench.models:load_sd", preset="sd21", hub_id="stabilityai/stable-diffusion-2-1",
+                    description="Stable Diffusion 2.1, 768 px, v-prediction (hub cache or --set model.path=DIR)")
+    MODELS.register("sd2-random", "relearnbench.models:load_sd_random", preset="sd21", architecture="sd21",
+                    description="full-size SD-2.1 architecture with random weights (speed benchmarks only)")
+    MODELS.register("sdxl", "relearnbench.models:load_sd", preset="sdxl",
+                    hub_id="stabilityai/stable-diffusion-xl-base-1.0",
+                    description="Stable Diffusion XL base 1.0, two text encoders (hub cache or --set model.path=DIR)")
+    MODELS.register("sdxl-random", "relearnbench.models:load_sd_random", preset="sdxl", architecture="sdxl",
+                    description="full-size SDXL architecture with random weights (speed benchmarks only)")
+    MODELS.register("tiny-sdxl", "relearnbench.testing:load_tiny_sdxl", preset="toy",
+                    description="a tiny random-weight SDXL architecture: two text encoders, added time ids (tests)")
     if os.environ.get(FAKES) == "1":
         register_fakes()
 

@@ -1,12 +1,13 @@
 """The shared diffusion math. Every method, attack and metric calls these; nothing re-implements them.
 
 Notation: x0 clean latents, ε noise, t timestep, x_t = √ᾱ_t x0 + √(1-ᾱ_t) ε (``scheduler.add_noise``),
-c a text embedding, ε_θ(x_t, t, c) the UNet. The denoising loss L_DM = ‖target − ε_θ(x_t, t, c)‖²
+c the text conditioning (``Cond``), ε_θ(x_t, t, c) the UNet. The denoising loss L_DM = ‖target − ε_θ(x_t, t, c)‖²
 with the target set by ``prediction_type`` (ε, v or x0).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
@@ -16,46 +17,146 @@ from relearnbench import seeds
 from relearnbench.api import Model, Prompt
 
 if TYPE_CHECKING:
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
 
 # -- text -------------------------------------------------------------------------------------
-def tokenize(model: Model, prompts: Sequence[str]) -> torch.Tensor:
-    return model.tokenizer(list(prompts), padding="max_length", truncation=True,
-                           max_length=model.tokenizer.model_max_length, return_tensors="pt").input_ids
+@dataclass(frozen=True)
+class Cond:
+    """What the UNet is conditioned on, for a batch of B prompts: one type for every model, so a method that
+    encodes, indexes, concatenates and predicts through it runs on SD-1.x, SD-2.x and SDXL alike.
+
+    * SD-1.x / 2.x: ``hidden`` = the text encoder's last hidden state [B, 77, D].
+    * SDXL: ``hidden`` = both text encoders' penultimate hidden states side by side [B, 77, D1 + D2], ``pooled`` =
+      text_encoder_2's projected pooled embedding [B, P] and ``time_ids`` = (original size, crop top-left, target
+      size) [B, 6], the UNet's ``added_cond_kwargs`` (diffusers' ``StableDiffusionXLPipeline.encode_prompt``)."""
+
+    hidden: torch.Tensor  # [B, L, D] encoder_hidden_states (c in the equations)
+    pooled: Optional[torch.Tensor] = None  # [B, P] SDXL's text_embeds; None for SD-1.x / 2.x
+    time_ids: Optional[torch.Tensor] = None  # [B, 6] SDXL's time_ids; None for SD-1.x / 2.x
+
+    def map(self, f) -> "Cond":
+        """``f`` applied to each tensor (an op on the batch axis keeps the rows aligned)."""
+        return Cond(*(None if x is None else f(x) for x in (self.hidden, self.pooled, self.time_ids)))
+
+    def __len__(self) -> int:
+        return self.hidden.shape[0]
+
+    def __getitem__(self, rows) -> "Cond":
+        """Rows ``rows`` (an index tensor or a slice) of the batch."""
+        return self.map(lambda x: x[rows])
+
+    @property
+    def device(self):
+        return self.hidden.device
+
+    def to(self, *args, **kwargs) -> "Cond":
+        return self.map(lambda x: x.to(*args, **kwargs))
+
+    def float(self) -> "Cond":
+        return self.map(lambda x: x.float())
+
+    def detach(self) -> "Cond":
+        return self.map(lambda x: x.detach())
+
+    def expand(self, n: int) -> "Cond":
+        """A batch of ``n`` copies of a one-prompt condition (``uncond`` beside a batch), as views."""
+        return self.map(lambda x: x.expand(n, *x.shape[1:]))
+
+    def split(self, size: int) -> tuple["Cond", ...]:
+        return tuple(self[i:i + size] for i in range(0, len(self), size))
+
+    @staticmethod
+    def cat(conds: Sequence["Cond"]) -> "Cond":
+        """The batches one after the other (``torch.cat`` of each tensor)."""
+        first = conds[0]
+        return Cond(*(None if getattr(first, k) is None else torch.cat([getattr(c, k) for c in conds])
+                      for k in ("hidden", "pooled", "time_ids")))
+
+    def unet_kwargs(self, dtype) -> dict:
+        """The UNet's conditioning keywords, in ``dtype``."""
+        kwargs = {"encoder_hidden_states": self.hidden.to(dtype)}
+        if self.pooled is not None:
+            kwargs["added_cond_kwargs"] = {"text_embeds": self.pooled.to(dtype), "time_ids": self.time_ids.to(dtype)}
+        return kwargs
 
 
-def encode_text(model: Model, prompts: Sequence[str], text_encoder=None) -> torch.Tensor:
-    """c = text_encoder(tokens) [B, 77, D] (the last hidden state, as Stable Diffusion conditions on)."""
-    text_encoder = text_encoder or model.text_encoder
-    ids = tokenize(model, prompts).to(text_encoder.device)
-    return text_encoder(ids)[0]
+def text_encoders(model: Model) -> list:
+    """The model's (tokenizer, text encoder) pairs: one for SD-1.x / 2.x, two for SDXL."""
+    pairs = [(model.tokenizer, model.text_encoder)]
+    if getattr(model, "text_encoder_2", None) is not None:
+        pairs.append((model.tokenizer_2, model.text_encoder_2))
+    return pairs
+
+
+def tokenize(model: Model, prompts: Sequence[str], tokenizer=None) -> torch.Tensor:
+    tokenizer = tokenizer or model.tokenizer
+    return tokenizer(list(prompts), padding="max_length", truncation=True,
+                     max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+
+
+def time_ids(model: Model, n: int) -> torch.Tensor:
+    """SDXL's added time ids [n, 6]: original size (H, W), crop top-left (0, 0), target size (H, W), at the
+    model's resolution (what ``StableDiffusionXLPipeline`` passes when none is given)."""
+    r = float(model.resolution)
+    return torch.tensor([[r, r, 0.0, 0.0, r, r]]).expand(n, 6)
+
+
+def _encode(model: Model, ids: Sequence[torch.Tensor]) -> Cond:
+    """Cond of token ids, one [B, L] tensor per text encoder (``text_encoders``)."""
+    pairs = text_encoders(model)
+    if len(pairs) == 1:  # SD-1.x / 2.x: the last hidden state (SD-2's encoder config already drops a layer)
+        encoder = pairs[0][1]
+        return Cond(encoder(ids[0].to(encoder.device))[0])
+    hidden, pooled = [], None
+    for (_, encoder), tokens in zip(pairs, ids):
+        out = encoder(tokens.to(encoder.device), output_hidden_states=True)
+        hidden.append(out.hidden_states[-2])  # SDXL conditions on the penultimate layer of both
+        pooled = out[0]  # text_encoder_2's projected pooled output (text_embeds); the last encoder's is kept
+    hidden = torch.cat(hidden, dim=-1)
+    return Cond(hidden, pooled, time_ids(model, hidden.shape[0]).to(hidden.device, hidden.dtype))
+
+
+def encode_text(model: Model, prompts: Sequence[str]) -> Cond:
+    """c = the prompts' conditioning (``Cond``), each encoder fed its own tokenizer's ids."""
+    return _encode(model, [tokenize(model, prompts, tok) for tok, _ in text_encoders(model)])
 
 
 @torch.no_grad()
-def encode_text_frozen(model: Model, prompts: Sequence[str]) -> torch.Tensor:
+def encode_text_frozen(model: Model, prompts: Sequence[str]) -> Cond:
     """Text embeddings that do not change during training: compute once, reuse every step."""
     return encode_text(model, prompts).float()
 
 
-def encode_text_with_embeddings(model: Model, ids: torch.Tensor, mask: torch.Tensor, embeds: torch.Tensor,
-                                text_encoder=None) -> torch.Tensor:
-    """c for token ``ids`` [B, L] whose input token embeddings at ``mask`` [B, L] are replaced by
-    ``embeds`` [mask.sum(), D], differentiably in ``embeds``: soft prompts (UnlearnDiffAtk) and
-    new words (textual inversion). A hook on the token-embedding table does the swap, because
-    transformers' CLIPTextModel takes no ``inputs_embeds``."""
-    text_encoder = text_encoder or model.text_encoder
-    table = text_encoder.get_input_embeddings()
-    mask = mask.to(table.weight.device)
+def input_embeddings(model: Model) -> list[torch.Tensor]:
+    """Each text encoder's token-embedding table [|V|, D_k] (``text_encoders``' order)."""
+    return [encoder.get_input_embeddings().weight for _, encoder in text_encoders(model)]
 
-    def swap(module, inputs, output):
-        return output.masked_scatter(mask[..., None], embeds.to(output.dtype))
 
-    handle = table.register_forward_hook(swap)
+def encode_text_with_embeddings(model: Model, ids: torch.Tensor, mask: torch.Tensor,
+                                embeds: Sequence[torch.Tensor]) -> Cond:
+    """c for token ``ids`` [B, L] (of ``model.tokenizer``) whose input token embeddings at ``mask`` [B, L]
+    are replaced by ``embeds``, one [mask.sum(), D_k] per text encoder (``input_embeddings``' order),
+    differentiably in ``embeds``: soft prompts (UnlearnDiffAtk) and new words (textual inversion). A hook on
+    each token-embedding table does the swap, because transformers' CLIPTextModel takes no ``inputs_embeds``.
+    The other encoders read the same tokens with their own tokenizer's padding after the end of text."""
+    handles, per_encoder = [], []
+    eos = model.tokenizer.eos_token_id
+    ended = (ids == eos).int().cumsum(1) - (ids == eos).int() > 0  # past the first end-of-text token
+    for (tokenizer, encoder), embed in zip(text_encoders(model), embeds):
+        table = encoder.get_input_embeddings()
+        where = mask.to(table.weight.device)
+
+        def swap(module, inputs, output, where=where, embed=embed):
+            return output.masked_scatter(where[..., None], embed.to(output.dtype))
+
+        handles.append(table.register_forward_hook(swap))
+        per_encoder.append(ids.masked_fill(ended, tokenizer.pad_token_id) if tokenizer is not model.tokenizer else ids)
     try:
-        return text_encoder(ids.to(table.weight.device))[0]
+        return _encode(model, per_encoder)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 # -- images <-> latents -----------------------------------------------------------------------
@@ -98,10 +199,10 @@ def loss_target(model: Model, x0: torch.Tensor, noise: torch.Tensor, t: torch.Te
     raise ValueError(f"unknown prediction_type {kind!r}")
 
 
-def predict(unet, x_t: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+def predict(unet, x_t: torch.Tensor, t: torch.Tensor, c: Cond) -> torch.Tensor:
     """ε_θ(x_t, t, c) in float32 whatever the UNet's dtype."""
     dtype = weights_dtype(unet)
-    return unet(x_t.to(dtype), t, encoder_hidden_states=c.to(dtype)).sample.float()
+    return unet(x_t.to(dtype), t, **c.unet_kwargs(dtype)).sample.float()
 
 
 def weights_dtype(unet) -> torch.dtype:
@@ -112,7 +213,7 @@ def weights_dtype(unet) -> torch.dtype:
     return next(parameters()).dtype if parameters is not None else unet.dtype
 
 
-def denoising_loss(model: Model, x0: torch.Tensor, c: torch.Tensor, unet=None,
+def denoising_loss(model: Model, x0: torch.Tensor, c: Cond, unet=None,
                    generator: Optional[torch.Generator] = None, t: Optional[torch.Tensor] = None) -> torch.Tensor:
     """L_DM(θ; x0, c) = E_{t, ε} ‖target(x0, ε, t) − ε_θ(x_t, t, c)‖², one Monte-Carlo sample per item."""
     unet = unet or model.unet
@@ -134,11 +235,11 @@ def guide(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> tor
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
-def guided(unet, x_t: torch.Tensor, t: torch.Tensor, uncond: torch.Tensor, c: torch.Tensor, scale) -> torch.Tensor:
+def guided(unet, x_t: torch.Tensor, t: torch.Tensor, uncond: Cond, c: Cond, scale) -> torch.Tensor:
     """``guide`` of ε(x_t, t, ∅) and ε(x_t, t, c), both branches in one UNet call as diffusers' pipeline makes
     them (on the toy UNet at one thread a batch of 16 costs 58 ms, two of 8 76 ms). ``scale``: a number, or one
     per row [B, 1, 1, 1]."""
-    both = torch.cat([uncond.expand_as(c), c])
+    both = Cond.cat([uncond.expand(len(c)), c])
     eps_uncond, eps_cond = predict(unet, torch.cat([x_t, x_t]), torch.cat([t, t]), both).chunk(2)
     return guide(eps_uncond, eps_cond, scale)
 
@@ -166,7 +267,7 @@ def ddim_scheduler(model: Model, steps: int) -> DDIMScheduler:
 
 
 @torch.no_grad()
-def ddim_to_step(model: Model, c: torch.Tensor, uncond: torch.Tensor, stop: int, steps: int,
+def ddim_to_step(model: Model, c: Cond, uncond: Cond, stop: int, steps: int,
                  guidance: float, generator: Optional[torch.Generator] = None, unet=None):
     """Sample x_t with DDIM from pure noise down to step index ``stop`` of ``steps`` (ESD's x_t).
 
@@ -174,14 +275,14 @@ def ddim_to_step(model: Model, c: torch.Tensor, uncond: torch.Tensor, stop: int,
     """
     unet = unet or model.unet
     sched = ddim_scheduler(model, steps)
-    b = c.shape[0]
+    b = len(c)
     shape = (b, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     x = torch.randn(shape, generator=generator).to(unet.device) * sched.init_noise_sigma
     x = denoise(model, x, c, uncond, guidance, sched, sched.timesteps[:stop], unet=unet)
     return x, sched.timesteps[stop].expand(b)
 
 
-def ddim_xt(model: Model, c: torch.Tensor, uncond: torch.Tensor, steps: int, guidance: float,
+def ddim_xt(model: Model, c: Cond, uncond: Cond, steps: int, guidance: float,
             generator: torch.Generator, unet=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(x_t, t) for a distillation target (ESD's and SDD's recipe): x_t sampled by DDIM from pure noise on a
     ``steps``-step schedule, conditioned on c at ``guidance``, stopped at a random step; t uniform over the
@@ -195,7 +296,7 @@ def ddim_xt(model: Model, c: torch.Tensor, uncond: torch.Tensor, steps: int, gui
 
 
 @torch.no_grad()
-def denoise(model: Model, x: torch.Tensor, c: torch.Tensor, uncond: torch.Tensor, guidance,
+def denoise(model: Model, x: torch.Tensor, c: Cond, uncond: Cond, guidance,
             sched: DDIMScheduler, timesteps: torch.Tensor, on_step=None, unet=None) -> torch.Tensor:
     """DDIM with classifier-free guidance from latents ``x`` at ``timesteps[0]`` through ``timesteps`` (a
     tail or head of ``sched.timesteps``). ``guidance``: a scale, or one per row [B, 1, 1, 1].
@@ -229,8 +330,8 @@ def image_jobs(prompts: Sequence[Prompt], n_per_prompt: int, seed: int, guidance
     for i, p in enumerate(prompts):
         base = p.seed if p.seed is not None else seeds.of(seed, "prompt", i)
         g = p.guidance if p.guidance is not None else guidance
-        seeds = [base * 1000 + j if sampler == "ddim" else base + 100003 * j for j in range(n_per_prompt)]
-        jobs += [(p.text, g, s) for s in seeds]
+        image_seeds = [base * 1000 + j if sampler == "ddim" else base + 100003 * j for j in range(n_per_prompt)]
+        jobs += [(p.text, g, s) for s in image_seeds]
     return jobs
 
 
@@ -248,20 +349,28 @@ def frozen_dtype(model: Model):
     return torch.autocast(model.unet.device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
-def pipeline(model: Model, scheduler: str = "ddim") -> StableDiffusionPipeline:
+def pipeline(model: Model, scheduler: str = "ddim") -> StableDiffusionPipeline | StableDiffusionXLPipeline:
     """A pipeline of the model's components (the number of steps is each call's); ``scheduler`` ``ddim`` or
     ``pndm`` (Stable Diffusion's own default) on the model's noise schedule, or ``lms``: UnlearnDiffAtk's
     sampler as its code builds it (Diffusion-MU-Attack src/tasks/classifier_.py:
     ``LMSDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")``, SD-1.x's schedule)."""
-    from diffusers import LMSDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline
+    from diffusers import LMSDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     if scheduler not in ("ddim", "pndm", "lms"):
         raise ValueError(f"scheduler {scheduler!r}: expected ddim, pndm or lms")
     sched = _ddim(model) if scheduler == "ddim" else _ddim(model, PNDMScheduler) if scheduler == "pndm" else \
         LMSDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
-    pipe = StableDiffusionPipeline(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
-                                   unet=model.unet, scheduler=sched, safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    if getattr(model, "text_encoder_2", None) is not None:
+        # the unconditional branch encodes "" as ``encode_text`` does (and ESD's SDXL script), not the zeros
+        # the pipeline's default force_zeros_for_empty_prompt puts there: sample and generate stay one sampler
+        pipe = StableDiffusionXLPipeline(vae=model.vae, text_encoder=model.text_encoder,
+                                         text_encoder_2=model.text_encoder_2, tokenizer=model.tokenizer,
+                                         tokenizer_2=model.tokenizer_2, unet=model.unet, scheduler=sched,
+                                         force_zeros_for_empty_prompt=False, add_watermarker=False)
+    else:
+        pipe = StableDiffusionPipeline(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
+                                       unet=model.unet, scheduler=sched, safety_checker=None,
+                                       feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

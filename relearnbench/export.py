@@ -99,7 +99,8 @@ def export(run_dir: str, given: dict, out: str, stage: str = "pre", lora: str = 
     rows = records[(records[list(CELL_KEYS)] == list(cell)).all(axis=1) & (records["stage"] == stage)]
     row = cells[(cells[list(CELL_KEYS)] == list(cell)).all(axis=1)].iloc[0]
     provenance = {"run": str(store.dir.resolve()), "cell": keys, "stage": stage, "unlearned_artifact": ukey,
-                  "config_hash": row["config_hash"], "versions": json.loads(row["versions"] or "{}")}
+                  "config_hash": row["config_hash"], "versions": json.loads(row["versions"] or "{}"),
+                  "pipeline": "StableDiffusionXLPipeline" if model.text_encoder_2 is not None else "StableDiffusionPipeline"}
     if stage == "post":
         provenance.update(attack_step=attacked["step"], lora=written_lora)
     (out_dir / "README.md").write_text(model_card(keys, stage, stored, rows.to_dict("records"), provenance,
@@ -117,7 +118,8 @@ def rerun_attack(attack, model, concept, ctx) -> dict:
     def evaluate(step=None, forget_prompts=None, final=True, images=None):  # a probe's images: its model is unchanged
         if final:
             kept.update(unet=copy.deepcopy(model.unet), text_encoder=copy.deepcopy(model.text_encoder),
-                        tokenizer=copy.deepcopy(model.tokenizer), step=step,
+                        tokenizer=copy.deepcopy(model.tokenizer), text_encoder_2=copy.deepcopy(model.text_encoder_2),
+                        tokenizer_2=copy.deepcopy(model.tokenizer_2), step=step,
                         prompts=[p.text for p in forget_prompts] if forget_prompts is not None else None)
 
     run_attack(attack, model, concept, ctx, evaluate)
@@ -128,7 +130,7 @@ def rerun_attack(attack, model, concept, ctx) -> dict:
 
 def write_pipeline(model, attacked: dict, out_dir: pathlib.Path, lora: str) -> str | None:
     """Save the pipeline; returns how a LoRA attack's adapter was written ("merged", "adapter"), or None."""
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     unet, adapter, written = attacked.get("unet", model.unet), None, None
     if getattr(unet, "peft_config", None):  # a LoRA attack: its adapter is still attached
@@ -143,16 +145,22 @@ def write_pipeline(model, attacked: dict, out_dir: pathlib.Path, lora: str) -> s
             adapter = get_peft_model_state_dict(unet, adapter_name=name)
             unet = model.unet  # the unlearned UNet; the adapter goes beside it
     # the harness samples with DDIM built from the model's training schedule: ship that sampler
-    pipe = StableDiffusionPipeline(vae=model.vae, text_encoder=attacked.get("text_encoder", model.text_encoder),
-                                   tokenizer=attacked.get("tokenizer", model.tokenizer), unet=unet,
-                                   scheduler=DDIMScheduler.from_config(model.scheduler.config), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    # the text encoders the attack left (concept inversion adds a word to each), else the model's
+    encoders = {k: attacked.get(k, getattr(model, k)) for k in ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")}
+    if model.text_encoder_2 is not None:  # SDXL; "" as the unconditional prompt, as relearnbench sampled it
+        cls, extra = StableDiffusionXLPipeline, dict(force_zeros_for_empty_prompt=False, add_watermarker=False)
+    else:
+        cls, extra = StableDiffusionPipeline, dict(safety_checker=None, feature_extractor=None,
+                                                    requires_safety_checker=False)
+        del encoders["text_encoder_2"], encoders["tokenizer_2"]
+    pipe = cls(vae=model.vae, unet=unet, scheduler=DDIMScheduler.from_config(model.scheduler.config), **encoders,
+               **extra)
     from relearnbench.progress import no_transformers_bars
 
     with no_transformers_bars():
         pipe.save_pretrained(out_dir)
     if adapter is not None:
-        StableDiffusionPipeline.save_lora_weights(out_dir, unet_lora_layers=adapter)
+        cls.save_lora_weights(out_dir, unet_lora_layers=adapter)
     return written
 
 
@@ -181,8 +189,8 @@ def model_card(cell: dict, stage: str, config: dict, records: list[dict], proven
         what = f"cell `{'/'.join(str(cell[k]) for k in CELL_KEYS)}`, stage `{stage}`"
     lines = [f"# {title}", "",
              f"Exported by `relearnbench export` from the run `{provenance['run']}`, {what}.", "",
-             "```python", "from diffusers import StableDiffusionPipeline",
-             "pipe = StableDiffusionPipeline.from_pretrained(\"PATH\")"]
+             "```python", f"from diffusers import {provenance.get('pipeline', 'StableDiffusionPipeline')}",
+             f"pipe = {provenance.get('pipeline', 'StableDiffusionPipeline')}.from_pretrained(\"PATH\")"]
     if provenance.get("lora") == "adapter":
         lines += ["pipe.load_lora_weights(\"PATH\")  # the attack's LoRA adapter"]
     lines += ["```", "", f"Scores at stage `{stage}` (95 % interval; n = images or prompts averaged):", "",

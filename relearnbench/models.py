@@ -1,4 +1,4 @@
-"""Model plugins: one loader for every Stable-Diffusion-1.x-shaped model, the toy one included.
+"""Model plugins: one loader for every Stable Diffusion model, SD-1.x, SD-2.x and SDXL, the toy one included.
 
 Never downloads: a hub id is looked up in the local Hugging Face cache only, and a missing copy
 is an error that says where we looked and how to provide the weights.
@@ -20,10 +20,11 @@ from relearnbench.toy import TOY_DIR
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str = ""  # a local diffusers folder; overrides the hub id of sd14 / sd15
+    path: str = ""  # a local diffusers folder; overrides the hub id of sd14 / sd15 / sd21 / sdxl
     revision: str = ""  # hub cache revision to use ("" = whatever the cache's main points at)
-    # sd14-random only: image side in pixels, a multiple of 64 (0 = SD-1.4's 512). The weights do not depend
-    # on it; its CPU test runs the whole paper-sd14 grid at 64 (a 512 UNet call takes ~20 s on 2 cores)
+    # the random-weight models only (sd14-random, sd2-random, sdxl-random): image side in pixels, a multiple of 64
+    # (0 = the architecture's own: 512, 768, 1024). The weights do not depend on it; sd14-random's CPU test runs
+    # the whole paper-sd14 grid at 64 (a 512 UNet call takes ~20 s on 2 cores)
     resolution: int = 0
 
 
@@ -32,13 +33,15 @@ def load_model(name: str, config: ModelConfig, device="cpu", dtype=None) -> Mode
     from relearnbench.registry import MODELS
 
     if name not in MODELS and pathlib.Path(name).is_dir():
-        return load_folder(name, pathlib.Path(name), preset="sd14", device=device, dtype=dtype)
+        folder = pathlib.Path(name)
+        preset = folder_architecture(folder) if (folder / "model_index.json").exists() else "sd14"
+        return load_folder(name, folder, preset=preset, device=device, dtype=dtype)
     loader = MODELS.get(name)
     meta = MODELS.meta(name)
     model = loader(name, config, meta, device=device, dtype=dtype)
     if config.resolution and model.resolution != config.resolution:
         raise UserError(f"model.resolution={config.resolution}: model {name} draws at {model.resolution} px only "
-                        "(sd14-random takes model.resolution)")
+                        "(sd14-random, sd2-random and sdxl-random take model.resolution)")
     return model
 
 
@@ -76,12 +79,18 @@ def model_world(name: str) -> str | None:
     return "toy" if loader == "load_toy" else "sd" if loader in (None, "load_sd") else None
 
 
-# what load_folder reads: (file, or alternatives of which one must exist)
+# what load_folder reads: (file, or alternatives of which one must exist; transformers 5 saves a tokenizer as
+# tokenizer.json alone)
 FOLDER_FILES = ("model_index.json", "unet/config.json",
                 ("unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.bin"),
                 "vae/config.json", ("vae/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.bin"),
                 "text_encoder/config.json", ("text_encoder/model.safetensors", "text_encoder/pytorch_model.bin"),
-                "tokenizer/vocab.json", "tokenizer/merges.txt", "scheduler/scheduler_config.json")
+                ("tokenizer/vocab.json", "tokenizer/tokenizer.json"), ("tokenizer/merges.txt", "tokenizer/tokenizer.json"),
+                "scheduler/scheduler_config.json")
+# and an SDXL folder's second text encoder
+SDXL_FILES = ("text_encoder_2/config.json", ("text_encoder_2/model.safetensors", "text_encoder_2/pytorch_model.bin"),
+              ("tokenizer_2/vocab.json", "tokenizer_2/tokenizer.json"),
+              ("tokenizer_2/merges.txt", "tokenizer_2/tokenizer.json"))
 
 
 def missing_files(name: str, config: ModelConfig) -> list[str]:
@@ -103,10 +112,11 @@ def missing_files(name: str, config: ModelConfig) -> list[str]:
             return [str(e)]
     else:
         return []
-    missing = [f if isinstance(f, str) else " or ".join(f) for f in FOLDER_FILES
+    xl = (folder / "model_index.json").exists() and folder_architecture(folder) == "sdxl"
+    missing = [f if isinstance(f, str) else " or ".join(f) for f in FOLDER_FILES + (SDXL_FILES if xl else ())
                if not any((folder / g).exists() for g in ((f,) if isinstance(f, str) else f))]
     if len(missing) == len(FOLDER_FILES):
-        return [f"model {name}: {folder} is not a diffusers Stable Diffusion 1.x folder ({how}): "
+        return [f"model {name}: {folder} is not a diffusers Stable Diffusion folder ({how}): "
                 "it has none of model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/"]
     return [f"model {name}: {folder / f} is missing ({how})" for f in missing]
 
@@ -125,63 +135,119 @@ def _hub_cache(hub_id: str, revision: str) -> pathlib.Path:
             f"pass a diffusers folder with --set model.path=DIR") from e
 
 
+def folder_architecture(folder: pathlib.Path) -> str:
+    """What a diffusers folder holds, from its model_index.json and configs: "sdxl" (two text encoders),
+    "sd21" (v-prediction, or a 1024-wide text encoder: SD-2.x), else "sd14" (SD-1.x)."""
+    index = json.loads((folder / "model_index.json").read_text())
+    if "text_encoder_2" in index or "XL" in index.get("_class_name", ""):
+        return "sdxl"
+    sched, text = folder / "scheduler" / "scheduler_config.json", folder / "text_encoder" / "config.json"
+    if sched.exists() and json.loads(sched.read_text()).get("prediction_type") == "v_prediction":
+        return "sd21"
+    return "sd21" if text.exists() and json.loads(text.read_text()).get("hidden_size") == 1024 else "sd14"
+
+
 def load_folder(name: str, folder: pathlib.Path, *, preset: str, device="cpu", dtype=None) -> Model:
+    """A diffusers folder of SD-1.x, SD-2.x or SDXL (two text encoders when model_index.json names text_encoder_2)."""
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     from relearnbench.progress import no_transformers_bars
 
     dtype = dtype or torch.float32
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype)
+    second = {}
     with no_transformers_bars():
         text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", torch_dtype=dtype)
+        if folder_architecture(folder) == "sdxl":
+            second = dict(text_encoder_2=CLIPTextModelWithProjection.from_pretrained(
+                folder, subfolder="text_encoder_2", torch_dtype=dtype),
+                tokenizer_2=CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer_2"))
     tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
     scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
     return _assemble(name, unet, text_encoder, tokenizer, vae, scheduler, preset,
-                     _folder_fingerprint(folder), device, dtype)
+                     _folder_fingerprint(folder), device, dtype, **second)
+
+
+# The published configs of each random-weight architecture (the hub repositories' config.json files, diffusers'
+# defaults for the keys left out): SD-1.4 CompVis/stable-diffusion-v1-4, SD-2.1 stabilityai/stable-diffusion-2-1,
+# SDXL stabilityai/stable-diffusion-xl-base-1.0. ``unet`` takes sample_size = resolution / 8 besides.
+_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+_CLIP_L = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+               max_position_embeddings=77, hidden_act="quick_gelu")
+_SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+                 clip_sample=False)
+ARCHITECTURES = {
+    "sd14": dict(resolution=512, vae=_VAE, text_encoder=_CLIP_L, scheduler=_SCHEDULE,
+                 unet=dict(cross_attention_dim=768, attention_head_dim=8, block_out_channels=(320, 640, 1280, 1280),
+                           layers_per_block=2)),
+    "sd21": dict(resolution=768, vae=_VAE, scheduler={**_SCHEDULE, "prediction_type": "v_prediction", "steps_offset": 1},
+                 text_encoder=dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+                                   num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu",
+                                   projection_dim=512),
+                 unet=dict(cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+                           upcast_attention=True, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2)),
+    "sdxl": dict(resolution=1024, vae={**_VAE, "scaling_factor": 0.13025, "force_upcast": True},
+                 scheduler={**_SCHEDULE, "steps_offset": 1}, text_encoder={**_CLIP_L, "projection_dim": 768},
+                 text_encoder_2=dict(vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+                                     num_attention_heads=20, max_position_embeddings=77, hidden_act="gelu",
+                                     projection_dim=1280),
+                 unet=dict(cross_attention_dim=2048, attention_head_dim=(5, 10, 20), block_out_channels=(320, 640, 1280),
+                           layers_per_block=2, transformer_layers_per_block=(1, 2, 10), use_linear_projection=True,
+                           down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                           up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                           addition_embed_type="text_time", addition_embed_type_num_heads=64,
+                           addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816)),
+}
 
 
 def load_sd_random(name, config: ModelConfig, meta: dict, device="cpu", dtype=None) -> Model:
-    """The SD-1.4 architecture from its published configs, random weights (seed 0): speed only."""
+    """A published architecture (``meta["architecture"]``: sd14, sd21 or sdxl, see ARCHITECTURES) with random
+    weights (seed 0): speed and memory only. Under ``torch.device("meta")`` it allocates nothing."""
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+    arch_name = meta.get("architecture", "sd14")
+    arch = ARCHITECTURES[arch_name]
     dtype = dtype or torch.float32
-    resolution = config.resolution or 512
+    resolution = config.resolution or arch["resolution"]
     if resolution % 64:  # the VAE halves the side 3 times, then the UNet 3 times
-        raise UserError(f"model.resolution={resolution}: sd14-random needs a multiple of 64")
+        raise UserError(f"model.resolution={resolution}: {name} needs a multiple of 64")
     torch.manual_seed(0)  # sample_size is no parameter: the same weights at every resolution
-    unet = UNet2DConditionModel(sample_size=resolution // 8, cross_attention_dim=768, attention_head_dim=8,
-                                block_out_channels=(320, 640, 1280, 1280), layers_per_block=2)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, sample_size=resolution, layers_per_block=2,
-                        block_out_channels=(128, 256, 512, 512),
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4).to(dtype)
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
-                                                num_hidden_layers=12, num_attention_heads=12,
-                                                max_position_embeddings=77, hidden_act="quick_gelu")).to(dtype)
-    tokenizer = CLIPTokenizer.from_pretrained(TOY_DIR / "model" / "tokenizer")  # SD-1's BPE tokenizer
-    scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              num_train_timesteps=1000, clip_sample=False)
-    return _assemble(name, unet, text_encoder, tokenizer, vae, scheduler, meta.get("preset", "sd14"),
-                     "sd14-random-seed0" + (f"-{resolution}px" if resolution != 512 else ""), device, dtype)
+    unet = UNet2DConditionModel(sample_size=resolution // 8, **arch["unet"])
+    vae = AutoencoderKL(sample_size=resolution, **arch["vae"]).to(dtype)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**arch["text_encoder"])).to(dtype)
+    second = {}
+    if "text_encoder_2" in arch:
+        second = dict(text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**arch["text_encoder_2"])).to(dtype),
+                      tokenizer_2=CLIPTokenizer.from_pretrained(TOY_DIR / "model" / "tokenizer", pad_token="!"))
+    tokenizer = CLIPTokenizer.from_pretrained(TOY_DIR / "model" / "tokenizer")  # SD-1's BPE tokenizer, CLIP's vocabulary
+    scheduler = DDPMScheduler(**arch["scheduler"])
+    default = ARCHITECTURES[arch_name]["resolution"]
+    return _assemble(name, unet, text_encoder, tokenizer, vae, scheduler, meta.get("preset", arch_name),
+                     f"{arch_name}-random-seed0" + (f"-{resolution}px" if resolution != default else ""), device, dtype,
+                     **second)
 
 
-def _assemble(name, unet, text_encoder, tokenizer, vae, scheduler, preset, fingerprint, device, dtype) -> Model:
-    for module in (unet, vae, text_encoder):
+def _assemble(name, unet, text_encoder, tokenizer, vae, scheduler, preset, fingerprint, device, dtype,
+              text_encoder_2=None, tokenizer_2=None) -> Model:
+    frozen = [m for m in (vae, text_encoder, text_encoder_2) if m is not None]
+    for module in (unet, *frozen):
         module.requires_grad_(False)
         module.eval()
     unet.to(device)  # trainable weights stay float32
-    for frozen in (vae, text_encoder):
-        frozen.to(device)
-        if frozen.dtype != dtype:
-            frozen.to(dtype)
+    for module in frozen:
+        module.to(device)
+        if module.dtype != dtype:
+            module.to(dtype)
     resolution = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
     return Model(name=name, unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, vae=vae,
                  scheduler=scheduler, resolution=resolution, preset=preset, fingerprint=fingerprint,
-                 device=device, dtype=dtype)
+                 device=device, dtype=dtype, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
 
 
 def _folder_fingerprint(folder: pathlib.Path) -> str:
@@ -204,7 +270,9 @@ def copy_model(model: Model, unet_state: dict | None = None) -> Model:
     if unet_state is not None:
         unet.load_state_dict(unet_state)
     return dataclasses.replace(model, unet=unet, text_encoder=copy.deepcopy(model.text_encoder),
-                               tokenizer=copy.deepcopy(model.tokenizer))
+                               tokenizer=copy.deepcopy(model.tokenizer),
+                               text_encoder_2=copy.deepcopy(model.text_encoder_2),
+                               tokenizer_2=copy.deepcopy(model.tokenizer_2))
 
 
 def model_info(model: Model) -> str:

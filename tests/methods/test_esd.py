@@ -70,5 +70,5 @@ def test_prompts_first_erases_the_concepts_name_only(prompts, count, build, ctx)
     model, concept = tiny_model(), tiny_concept()
     method = build("esd", esd={"prompts": prompts})
     method.prepare(model, concept, ctx)
-    assert method.c.shape[0] == count
-    assert torch.equal(method.c[0], encode_text_frozen(model, [concept.train[0]])[0])
+    assert len(method.c) == count
+    assert torch.equal(method.c.hidden[0], encode_text_frozen(model, [concept.train[0]]).hidden[0])

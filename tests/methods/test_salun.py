@@ -62,7 +62,7 @@ def test_recipe_captions_replace_the_forget_retain_and_remap_texts(build, ctx, m
     method = build("salun", salun={"captions": captions, "mask_fraction": 1.0})
     method.prepare(model, concept, ctx)
     assert asked == [["a red triangle"], ["a square"]]
-    assert torch.equal(method.pseudo, encode_text_frozen(model, ["a square"]))
+    assert torch.equal(method.pseudo.hidden, encode_text_frozen(model, ["a square"]).hidden)
     asked.clear()  # another concept's captions leave this one alone
     build("salun", salun={"captions": captions[:1], "mask_fraction": 1.0}).prepare(model, concept, ctx)
     assert asked == [list(concept.train), list(concept.train_benign)]

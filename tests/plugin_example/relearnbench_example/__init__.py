@@ -21,7 +21,7 @@ class Shrink(Method):
     @torch.no_grad()
     def unlearn(self, model, concept, ctx):
         # the defender's texts (the train role); the concept's evaluation prompts are for metrics only
-        c = encode_text(model, list(concept.train)).mean(dim=(0, 1)).float()  # mean concept embedding
+        c = encode_text(model, list(concept.train)).hidden.mean(dim=(0, 1)).float()  # mean concept embedding
         c = c / c.norm()
         for name, module in model.unet.named_modules():
             if name.endswith("attn2.to_k"):
