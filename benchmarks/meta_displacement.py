@@ -16,6 +16,32 @@ import argparse
 import time
 
 
+def displacement(meta, model, concept, ctx) -> float:
+    """‖θ_FT − θ‖ of one simulated finetune of the meta wrapper ``meta`` (a built ``X+meta``) from ``model`` as
+    it is, at its config's order: order 1's AdamW steps on a copy, or order 2's SGD steps (first order)."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from relearnbench import seeds
+    from relearnbench.methods import meta_order2
+
+    with torch.no_grad():
+        meta.generator = torch.Generator().manual_seed(seeds.of(ctx.seed, "meta"))
+        meta.data = meta._data(model, concept, ctx)
+        theta = {n: p.detach().clone() for n, p in model.unet.named_parameters()}
+        with torch.enable_grad():
+            if meta.config.order == 1:
+                meta._allocate_copy(model, set(theta))
+                meta._finetune_copy(model)
+                moved = dict(meta.copy.named_parameters())
+            else:
+                with sdpa_kernel(SDPBackend.MATH):
+                    moved = meta_order2.fast_weights(meta, model, second_order=False)
+        out = torch.sqrt(sum(((moved[n].detach().float() - t.float()) ** 2).sum() for n, t in theta.items()))
+    meta.release()
+    return out.item()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="toy")
@@ -35,6 +61,7 @@ def main():
     from relearnbench.concepts import load_concept
     from relearnbench.config import build
     from relearnbench.models import ModelConfig, copy_model, load_model
+    from relearnbench.methods.meta_order2 import tau
     from relearnbench.registry import METHODS, MODELS
 
     scale = MODELS.meta(args.model).get("preset", "sd14") if args.model in MODELS else "sd14"
@@ -55,11 +82,11 @@ def main():
             t0 = time.perf_counter()
             ctx = Context(device=args.device, dtype=None, seed=seed, base=lambda: copy_model(base),
                           sample_config=SampleConfig(), generate_config=GenerateConfig())
-            figures.append(meta.displacement(copy_model(base), concept, ctx))
+            figures.append(displacement(meta, copy_model(base), concept, ctx))
             seconds = time.perf_counter() - t0
         c = meta.config
         print(f"  {label:<28} ‖θ_FT − θ‖ = {' / '.join(f'{f:.4g}' for f in figures)}   (seeds {args.seeds}; "
-              f"inner_lr {c.inner_lr:g}, τ {meta.tau(base):.4g}, {c.inner_steps} steps of {c.inner_batch}, "
+              f"inner_lr {c.inner_lr:g}, τ {tau(meta, base):.4g}, {c.inner_steps} steps of {c.inner_batch}, "
               f"clip {c.max_grad_norm:g}; {seconds:.1f} s per seed)", flush=True)
         del meta
         torch.cuda.empty_cache() if args.device.startswith("cuda") else None

@@ -14,8 +14,8 @@ X's gradient plus the retain gradients γ_u ∇L(θ; D_unrelated) + γ_r ∇L(θ
 θ' of the UNet (one buffer, allocated once) is finetuned for M AdamW steps on forget-train images,
 and the gradients at θ' of the held-out forget, related and unrelated losses, weighted γ'_f, γ'_r,
 γ'_u, are *subtracted* from θ's gradient (the Jacobian dθ'/dθ taken as the identity); clip, step.
-``order=2`` is the paper's objective: θ_FT is M plain SGD steps of size τ kept in the autograd
-graph (torch.func.functional_call), so the gradient flows through the inner updates. Each inner
+``order=2`` is the paper's objective (``methods/meta_order2.py``): θ_FT is M plain SGD steps of size τ kept
+in the autograd graph (torch.func.functional_call), so the gradient flows through the inner updates. Each inner
 gradient is scaled to norm ``max_grad_norm`` (differentiably: a clip when it is longer, as order 1
 clips, and a stretch when it is shorter, since an Adam step's length does not depend on the gradient's
 scale), and τ defaults to √2·inner_lr·√N / max_grad_norm for the N UNet weights. One Adam step of
@@ -24,8 +24,8 @@ direction into the next while plain SGD steps on fresh batches partly cancel, wh
 measured: θ_FT then lies about as far from θ at order 2 as at order 1 (within 1.5× on the toy model and
 the tiny random one; ``benchmarks/meta_displacement.py`` prints both).
 
-The weights γ come from a named ``preset`` (``PRESETS``: what the authors' scripts pass, what they meant,
-the paper's ζ form); a weight set in a preset table or by ``--set`` overrides the preset's.
+The weights γ come from a named ``preset`` (``meta.toml``'s ``[presets]``: what the authors' scripts pass,
+what they meant, the paper's ζ form); a weight set in a preset table or by ``--set`` overrides the preset's.
 
 Switches ablate the two mechanisms the paper credits: ``forget_term`` (−L(θ_FT; D_FT), which
 shrinks the finetuning gradient on forget data), ``retain_diff`` (−L(θ_FT; D_r), which makes the
@@ -42,18 +42,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import tomllib
 from dataclasses import dataclass
 from typing import Iterator, Literal, Optional
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from relearnbench import seeds
 from relearnbench.api import Concept, Context, LossMethod, Method, Model
-from relearnbench.diffusion import Cond, denoising_loss, noised, predict
+from relearnbench.diffusion import denoising_loss, noised, predict
+from relearnbench.config import preset_path
 from relearnbench.errors import UserError
+from relearnbench.methods import meta_order2 as order2
 from relearnbench.methods.common import Encoded, encode_set
 
 
@@ -77,7 +79,7 @@ class Meta(LossMethod):
         term_batches: int = 1  # batches whose gradients are summed per term (authors: 3 batches of 10)
         forward_batch: int = 0  # most images per UNet call when the terms are evaluated together (0 = all)
         timesteps: tuple[int, ...] = ()  # fixed timesteps per term, summed (() = one random t per image)
-        preset: str = "authors-intended"  # the γ below when not set: a name in PRESETS
+        preset: str = "authors-intended"  # the γ below when not set: a name in meta.toml's [presets]
         forget_ft: Optional[float] = None  # γ'_f (authors' γ2_1): weight of −L(θ_FT; held-out forget)
         related_ft: Optional[float] = None  # γ'_r (γ2_2): weight of −L(θ_FT; related)
         unrelated_ft: Optional[float] = None  # γ'_u (γ2_3): weight of −L(θ_FT; unrelated)
@@ -204,11 +206,11 @@ class Meta(LossMethod):
 
     def gammas(self) -> dict[str, float]:
         """The five weights: each one set in the config, else the preset's (its base method's row if it has one)."""
-        c = self.config
-        if c.preset not in PRESETS:
-            raise UserError(f"meta.preset={c.preset!r}: known presets {', '.join(PRESETS)}")
-        rows = PRESETS[c.preset]
-        row = rows.get(getattr(self.base, "config_name", ""), rows[""])
+        c, presets = self.config, gamma_presets()
+        if c.preset not in presets:
+            raise UserError(f"meta.preset={c.preset!r}: known presets {', '.join(presets)}")
+        rows = presets[c.preset]
+        row = rows.get(getattr(self.base, "config_name", ""), rows["default"])
         return {k: getattr(c, k) if getattr(c, k) is not None else row[k] for k in row}
 
     def terms(self, at: str) -> list[tuple[float, Encoded]]:
@@ -235,7 +237,7 @@ class Meta(LossMethod):
                     parts.append((w, cond, *noised(model, x0, g, tt)))
         for group in _groups(parts, c.forward_batch):
             w, cond, x_t, t, target = zip(*group)
-            pred = predict(unet, torch.cat(x_t), torch.cat(t), Cond.cat(cond)).split([x.shape[0] for x in x_t])
+            pred = predict(unet, torch.cat(x_t), torch.cat(t), torch.cat(cond)).split([x.shape[0] for x in x_t])
             yield sum(wi * F.mse_loss(p, tg) for wi, p, tg in zip(w, pred, target))
 
     # -- order 1: the authors' procedure -----------------------------------------------------------
@@ -277,96 +279,18 @@ class Meta(LossMethod):
                 torch.nn.utils.clip_grad_norm_(self.copy_params, c.max_grad_norm)
             self.inner_opt.step()
 
-    # -- order 2: the paper's objective ------------------------------------------------------------
+    # -- order 2: the paper's objective (methods/meta_order2.py) -----------------------------------
     def objective(self, model: Model, named: list, second_order: bool = True) -> torch.Tensor:
-        """J(θ) = Σ γ L(θ; D_r) − Σ γ' L(θ_FT(θ); D), θ_FT = M SGD steps kept in the graph
-        (``second_order=False`` detaches the inner gradients: the first-order approximation).
-
-        Math attention: the fused CPU and CUDA kernels have no double backward."""
-        J = torch.zeros((), device=model.unet.device)
-        with sdpa_kernel(SDPBackend.MATH):
-            for loss in self.losses(model, model.unet, self.terms("theta")):
-                J = J + loss
-            if not self.meta_terms():
-                return J
-            fast = self._fast_weights(model, second_order)
-            for loss in self.losses(model, _At(model.unet, fast), self.terms("ft")):
-                J = J + loss
-        return J
-
-    def tau(self, model: Model) -> float:
-        """τ: as set, or √2 × the length of one Adam step of inner_lr over the N UNet weights (inner_lr·√N),
-        divided by the norm each inner gradient is scaled to (see the module docstring)."""
-        c = self.config
-        n = sum(p.numel() for p in model.unet.parameters())
-        return c.tau or (2 * n) ** 0.5 * c.inner_lr / (c.max_grad_norm or 1.0)
-
-    def _fast_weights(self, model: Model, second_order: bool = True) -> dict:
-        """θ_FT: M SGD steps of size τ on forget-train images, each gradient scaled to norm ``max_grad_norm``
-        (none when 0), kept in the autograd graph when ``second_order``."""
-        c, g, tau = self.config, self.generator, self.tau(model)
-        # trained weights enter as themselves, the others as fresh leaves the inner step may move
-        fast = {n: p if p.requires_grad else p.detach().requires_grad_(True)
-                for n, p in model.unet.named_parameters()}
-        for x0, cond in self.data["forget_train"].batches(c.inner_steps, c.inner_batch, g):
-            loss = denoising_loss(model, x0, cond, unet=_At(model.unet, fast), generator=g)
-            grads = torch.autograd.grad(loss, list(fast.values()), create_graph=second_order, allow_unused=True)
-            step = tau
-            if c.max_grad_norm:
-                norm = torch.sqrt(sum((gr.float() ** 2).sum() for gr in grads if gr is not None))
-                step = tau * c.max_grad_norm / (norm + 1e-12)
-            fast = {n: v if gr is None else v - step * gr for (n, v), gr in zip(fast.items(), grads)}
-        return fast
-
-    @torch.no_grad()
-    def displacement(self, model: Model, concept: Concept, ctx: Context) -> float:
-        """‖θ_FT − θ‖ of one simulated finetune from the model as it is, at this config's order."""
-        self.generator = torch.Generator().manual_seed(seeds.of(ctx.seed, "meta"))
-        self.data = self._data(model, concept, ctx)
-        theta = {n: p.detach().clone() for n, p in model.unet.named_parameters()}
-        with torch.enable_grad():
-            if self.config.order == 1:
-                self._allocate_copy(model, set(theta))
-                self._finetune_copy(model)
-                moved = dict(self.copy.named_parameters())
-            else:
-                with sdpa_kernel(SDPBackend.MATH):
-                    moved = self._fast_weights(model, second_order=False)
-        out = torch.sqrt(sum(((moved[n].detach().float() - t.float()) ** 2).sum() for n, t in theta.items()))
-        self.release()
-        return out.item()
+        """J(θ) through the inner SGD steps (``meta_order2.objective``)."""
+        return order2.objective(self, model, named, second_order)
 
 
-PRESETS = {
-    # γ1 (retain weights at θ) and γ2 (weights at θ_FT) per preset; a row for a base method by its config name
-    # scripts/esd_meta.sh and scripts/meta.sh (sail-sg/Meta-Unlearning) pass --gamma2_1 0.1 --gamma2_1 0.1
-    # --gamma2_1 0.01: argparse keeps the last, so γ2_1 = 0.01 and γ2_2 = γ2_3 keep their default 1.0
-    "authors-effective": {
-        "": dict(unrelated=0.1, related=0.01, forget_ft=0.01, related_ft=1.0, unrelated_ft=1.0),
-        "uce": dict(unrelated=0.1, related=0.1, forget_ft=0.01, related_ft=1.0, unrelated_ft=1.0),
-        "rece": dict(unrelated=0.1, related=0.1, forget_ft=0.01, related_ft=1.0, unrelated_ft=1.0)},  # meta.sh: both
-    # the three values those scripts pass, in the order of γ2_1, γ2_2, γ2_3
-    "authors-intended": {
-        "": dict(unrelated=0.1, related=0.01, forget_ft=0.1, related_ft=0.1, unrelated_ft=0.01),
-        "uce": dict(unrelated=0.1, related=0.1, forget_ft=0.1, related_ft=0.1, unrelated_ft=0.01),
-        "rece": dict(unrelated=0.1, related=0.1, forget_ft=0.1, related_ft=0.1, unrelated_ft=0.01)},
-    # the paper's objective: L_meta = −L(θ_FT; D_FT) − ζ [L(θ_FT; D_r) − L(θ; D_r)] at weight γ2, so the retain
-    # loss enters at θ and at θ_FT with the same weight γ2·ζ. Ours: γ2 = 0.1 (the intended γ2_1) and ζ = 1; the
-    # paper publishes neither. At order 1 the two retain terms cancel but for how θ_FT moved the retain gradient.
-    "paper": {"": dict(unrelated=0.1, related=0.1, forget_ft=0.1, related_ft=0.1, unrelated_ft=0.1)},
-}
-
-
-class _At:
-    """A UNet evaluated at other weights (``torch.func.functional_call``), usable wherever the
-    diffusion math takes a UNet."""
-
-    def __init__(self, unet, weights: dict):
-        self.unet, self.weights = unet, weights
-        self.dtype, self.device, self.config = unet.dtype, unet.device, unet.config
-
-    def __call__(self, *args, **kwargs):
-        return functional_call(self.unet, self.weights, args, kwargs)
+@functools.cache
+def gamma_presets() -> dict[str, dict[str, dict[str, float]]]:
+    """The named γ presets of ``meta.toml``'s ``[presets]``: name -> base method's config name (or "default")
+    -> the five weights."""
+    with open(preset_path(Meta), "rb") as f:
+        return tomllib.load(f)["presets"]
 
 
 def _accumulate(params: list, grads) -> None:

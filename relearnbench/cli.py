@@ -99,6 +99,8 @@ def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds
         click.echo(describe_plan(spec), nl=False)
         return
     run_dir = pathlib.Path(out) if out else default_run_dir(spec)
+    from relearnbench.launch import execute
+
     try:
         outcome = execute(spec, run_dir, retry_failed=retry_failed, quiet=quiet, keep_changed=keep_changed)
     except KeyboardInterrupt:
@@ -111,14 +113,17 @@ def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds
         raise
     click.echo(f"{run_dir}: {outcome.done} cells done, {outcome.failed} failed, {outcome.skipped} already finished",
                err=True)
+    import contextlib
+
     from relearnbench.store import Store
 
-    store = Store(run_dir)
-    failed = [c for c, st in store.statuses().items() if st == "failed" and c in set(spec.cells())]
+    with contextlib.closing(Store(run_dir)) as store:  # read, then closed before the table opens the run
+        failed = [c for c, st in store.statuses().items() if st == "failed" and c in set(spec.cells())]
+        rows = {(r.model, r.concept, r.method, r.attack, r.seed): r for r in store.cells_frame().itertuples()} \
+            if failed else {}
     if outcome.done or outcome.skipped:
         _print_table([str(run_dir)], "rich", long=False, stages="pre,post", timing=False)
     if failed:
-        rows = {(r.model, r.concept, r.method, r.attack, r.seed): r for r in store.cells_frame().itertuples()}
         for c in failed:
             click.echo(f"failed: {'/'.join(map(str, c))}: {rows[c].error if c in rows else ''}", err=True)
             if debug and c in rows:
@@ -138,33 +143,6 @@ def default_run_dir(spec) -> pathlib.Path:
     content = {k: v for k, v in spec_dict(spec).items()
                if k in ("models", "concepts", "methods", "attacks", "metrics", "seeds", "sets", "dtype")}
     return pathlib.Path("runs") / f"{spec.name}-{hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]}"
-
-
-def execute(spec, run_dir: pathlib.Path, retry_failed=False, quiet=False, keep_changed=False):
-    from relearnbench.progress import Progress
-    from relearnbench.runner import cached_plan, check_finished
-    from relearnbench.spec import spec_dict
-    from relearnbench.store import Store
-
-    from relearnbench.preflight import preflight
-
-    preflight(cached_plan(spec))  # validate everything before any work or any file
-    store = Store(run_dir)  # the one connection to the results store: jobs get its artifacts folder only
-    try:
-        if not keep_changed:
-            check_finished(spec, store)
-        store.set_meta("spec", spec_dict(spec))
-        store.set_meta("command", "relearnbench " + " ".join(sys.argv[1:]))  # for the report's provenance
-        if spec.executor == "ray":
-            from relearnbench.ray_executor import run_ray
-
-            return run_ray(spec, store, retry_failed=retry_failed, quiet=quiet)
-        from relearnbench.executors import run_local
-
-        with Progress(enabled=not quiet) as progress:
-            return run_local(spec, store, retry_failed=retry_failed, progress=progress)
-    finally:
-        store.close()
 
 
 @cli.command()

@@ -58,7 +58,7 @@ def _plugin_lines(kind: str, name: str, plugin, scale: str, sets: dict) -> list[
                       extra_tables=[f"{scale}.{base.config_name}"], reached=reached)]
     if hasattr(plugin, "gammas"):
         out.append(f"      weights in effect: {plugin.gammas()}    <- preset {plugin.config.preset!r} "
-                   "(methods/meta.py PRESETS) unless set above")
+                   "(methods/meta.toml [presets]) unless set above")
     return out
 
 
