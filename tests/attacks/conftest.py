@@ -116,3 +116,28 @@ def judge():
 def recorder():
     """recorder(model=None, probe=None): a Recorder."""
     return Recorder
+
+
+@torch.no_grad()
+def _denoising_loss(model, images, captions, repeats=4, seed=123):
+    """L_DM (ε-prediction MSE) of the model as it is (an adapter or a learned word included) on images and their
+    captions, with fixed noise and timesteps, written with the diffusers components alone: two models, or one
+    model at two points of an attack, are compared on exactly the same terms."""
+    vae, tok = model.vae, model.tokenizer
+    x0 = vae.encode(images * 2 - 1).latent_dist.mean * vae.config.scaling_factor
+    ids = tok(list(captions), padding="max_length", truncation=True, max_length=tok.model_max_length,
+              return_tensors="pt").input_ids
+    c = model.text_encoder(ids)[0]
+    g, total = torch.Generator().manual_seed(seed), 0.0
+    for _ in range(repeats):
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, model.scheduler.config.num_train_timesteps, (len(x0),), generator=g)
+        pred = model.unet(model.scheduler.add_noise(x0, noise, t), t, encoder_hidden_states=c).sample
+        total += float(((pred - noise) ** 2).mean())
+    return total / repeats
+
+
+@pytest.fixture
+def denoising_loss():
+    """denoising_loss(model, images, captions): L_DM with fixed noise and timesteps (see _denoising_loss)."""
+    return _denoising_loss

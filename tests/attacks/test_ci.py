@@ -44,3 +44,20 @@ def test_lr_scales_by_batch_and_accumulation_as_pham_et_al(concept, build, make_
     build("ci", steps=2, lr=1e-3, batch_size=2, grad_accum=3, scale_lr=True).run(tiny_model(), concept, make_ctx(),
                                                                                  recorder())
     assert seen == [pytest.approx(1e-3 * 2 * 3)] and len(calls) == 2 * 3  # 3 micro-batches per step
+
+
+def test_ci_lowers_the_denoising_loss_on_its_data(concept, build, make_ctx, recorder, denoising_loss):
+    """Textual inversion fits the attacker's images: with the learned word their captions (``{token} {prompt}``)
+    give a lower denoising loss than with the word it started from (``shape {prompt}``, one token, the same
+    embedding before training), the UNet and every other embedding unchanged."""
+    from relearnbench.data import attack_images
+
+    model, ctx = tiny_model(), make_ctx()
+    attack = build("ci", steps=60, lr=5e-2, batch_size=4, init_word="shape")
+    images, texts = attack_images(concept, model, ctx, attack.config.images_per_prompt, seed=ctx.seed)
+    assert len(model.tokenizer("shape").input_ids) == 3  # <start> shape <end>
+    before = denoising_loss(model, images, [f"shape {t}" for t in texts])
+    attack.run(model, concept, ctx, recorder())
+    after = denoising_loss(model, images, [f"{attack.config.token} {t}" for t in texts])
+    assert denoising_loss(model, images, [f"shape {t}" for t in texts]) == before
+    assert after < 0.99 * before, (before, after)  # the text steers a random tiny UNet only a little

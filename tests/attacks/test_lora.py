@@ -37,3 +37,18 @@ def test_lora_only_trains_the_adapter(concept, build, make_ctx, recorder):
     rec = recorder(model, probe=base_unchanged)
     build("lora").run(model, concept, make_ctx(), rec)
     assert all(rec.probes)
+
+
+def test_lora_lowers_the_denoising_loss_on_its_data(concept, build, make_ctx, recorder, denoising_loss):
+    """As test_ft: the adapted model fits the attacker's images better at each curve point (measured with the
+    adapter in place, inside evaluate(), on the images and captions the attack trains on)."""
+    from relearnbench.data import attack_images
+
+    model, ctx = tiny_model(), make_ctx()
+    attack = build("lora", curve=[0, 10, 40], lr=1e-2, batch_size=4)
+    images, captions = attack_images(concept, model, ctx, attack.config.images_per_prompt, seed=ctx.seed)
+    rec = recorder(model, probe=lambda m: denoising_loss(m, images, captions))
+    attack.run(model, concept, ctx, rec)
+    before, mid, after = rec.probes
+    assert before == denoising_loss(model, images, captions)  # step 0: the adapter's B is zero; removed after
+    assert after < mid < before and after < 0.9 * before, rec.probes
