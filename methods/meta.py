@@ -131,7 +131,7 @@ class Meta(LossMethod):
         trains), then our data, encoded once, and θ' for order 1."""
         base = self.base
         if self.loss_based():
-            named = base.prepare(model, concept, ctx)
+            named = base.prepared(model, concept, ctx)
             if self.config.train == "full":  # the base's loss and our terms move every weight
                 named = list(model.unet.named_parameters())
         else:
@@ -317,4 +317,3 @@ def _groups(parts: list, limit: int) -> Iterator[list]:
         size += n
     if group:
         yield group
-

@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from relearnbench.errors import UserError
+
 if TYPE_CHECKING:  # keep `relearnbench ls` free of torch
     import torch
 
@@ -247,6 +249,17 @@ class LossMethod(Method):
         """Set up for ``model``; return the ``(name, parameter)`` pairs of ``model.unet`` that train."""
         raise NotImplementedError
 
+    def prepared(self, model: Model, concept: Concept, ctx: Context) -> list:
+        """``prepare``, its answer checked to be ``(name, parameter)`` pairs: a bare parameter would otherwise
+        fail later as "too many values to unpack", naming nothing."""
+        named = list(self.prepare(model, concept, ctx))
+        bad = next((x for x in named if not (isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str))), None)
+        if bad is not None:
+            raise UserError(f"{self.title()}: prepare must return the (name, parameter) pairs of the UNet parameters "
+                            f"that train, e.g. [(n, p) for n, p in model.unet.named_parameters() if ...], not "
+                            f"{type(bad).__name__} items")
+        return named
+
     def loss(self, model: Model, step: int) -> Optional["torch.Tensor"]:
         """The unlearning loss at the current weights (a scalar with a graph to the parameters), or None
         when ``edit_grads`` alone makes the gradient (meta around a closed-form method)."""
@@ -275,7 +288,7 @@ class LossMethod(Method):
     def unlearn(self, model: Model, concept: Concept, ctx: "Context") -> None:
         import torch
 
-        named = self.prepare(model, concept, ctx)
+        named = self.prepared(model, concept, ctx)
         params = [p for _, p in named]
         model.unet.requires_grad_(False)
         for p in params:
