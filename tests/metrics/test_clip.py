@@ -1,4 +1,8 @@
+import pathlib
+
 import pytest
+import torch
+import torch.nn.functional as F
 
 from relearnbench.errors import UserError
 from relearnbench.clip import clip_scores, load_clip_model
@@ -63,3 +67,36 @@ def test_missing_open_clip_weights_is_a_clear_error(tmp_path, monkeypatch):
         load_clip_model("ViT-B-32", "no-such-tag")
     with pytest.raises(UserError, match="does not exist"):
         load_clip_model("ViT-B-32", "openai", str(tmp_path / "missing.pt"))
+
+
+@torch.no_grad()
+def _per_image_clip_scores(clip_folder, images, texts):
+    """100 · max(cos, 0) of each image with its own text, one image at a time through the shipped toy CLIP and
+    open_clip's own PIL preprocessing (the world's renders are 8-bit exact, so the PIL round trip loses nothing)."""
+    from PIL import Image
+
+    from relearnbench.toy.clip import load_clip
+
+    model, preprocess, tokenizer = load_clip(pathlib.Path(clip_folder))
+    scores = []
+    for image, text in zip(images, texts):
+        pil = Image.fromarray((image * 255).round().byte().permute(1, 2, 0).numpy())
+        a = F.normalize(model.encode_image(preprocess(pil)[None]), dim=-1)
+        b = F.normalize(model.encode_text(tokenizer([text])), dim=-1)
+        scores.append(100 * max(float((a * b).sum()), 0.0))
+    return scores
+
+
+def test_clip_and_related_are_the_mean_of_per_image_clip_scores(toy_clip_path, concept, real_eval, make_ctx):
+    """``clip`` on the benign images and ``related`` (measure clip) on each benign set equal the mean of the
+    per-image CLIP scores computed here, image by image, with the CLIP's own preprocessing."""
+    from relearnbench.api import Judge
+
+    ev = real_eval(concept, make_ctx(Judge()))  # a judge that cannot tell whether an image shows its prompt
+    clip = CLIPScore(CLIPScore.Config(model="toy", path=toy_clip_path)).compute(ev)[0]
+    related = {s.metric: s for s in Related(Related.Config(clip_model="toy", clip_path=toy_clip_path)).compute(ev)}
+    for score, which in ((clip, "benign"), (related["related.related"], "related"),
+                         (related["related.unrelated"], "unrelated")):
+        images, texts, _ = ev.images(which)
+        mine = _per_image_clip_scores(toy_clip_path, images, texts)
+        assert score.n == len(mine) and score.value == pytest.approx(sum(mine) / len(mine), abs=1e-3), which
