@@ -37,7 +37,7 @@ def cli():
     \b
     Examples:
       relearnbench run --methods esd,esd+meta --attacks ft     # the toy world, minutes on a CPU
-      relearnbench table                                       # the newest run's leaderboard
+      relearnbench table                                       # the last run's leaderboard
       relearnbench show esd                                    # esd's --set keys and presets
     """
 
@@ -92,17 +92,26 @@ def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds
     if grid_file and grid_name:
         raise UserError("give a grid file or --grid NAME, not both")
     grid = load_grid(grid_file or grid_name) if (grid_file or grid_name) else (None if named else load_grid("quick"))
-    spec = build_spec(grid, flags, parse_sets(sets))
+    try:
+        spec = build_spec(grid, flags, parse_sets(sets))
+    except UserError as e:
+        _with_plugin_hint(e, plugins, out)
+    run_dir = pathlib.Path(out) if out else default_run_dir(spec)
     if dry_run:
         from relearnbench.planview import describe_plan
 
-        click.echo(describe_plan(spec), nl=False)
+        try:
+            click.echo(describe_plan(spec), nl=False)
+        except UserError as e:
+            _with_plugin_hint(e, plugins, out)
+        click.echo(_would_resume(spec, run_dir, retry_failed, keep_changed))
         return
-    run_dir = pathlib.Path(out) if out else default_run_dir(spec)
     from relearnbench.launch import execute
 
     try:
         outcome = execute(spec, run_dir, retry_failed=retry_failed, quiet=quiet, keep_changed=keep_changed)
+    except UserError as e:
+        _with_plugin_hint(e, plugins, out)
     except KeyboardInterrupt:
         if (run_dir / "results.sqlite").exists():
             import shlex
@@ -111,8 +120,11 @@ def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds
             click.echo(f"\ninterrupted: finished cells are kept in {run_dir}; resume with\n"
                        f"  relearnbench {shlex.join(again)}", err=True)
         raise
-    click.echo(f"{run_dir}: {outcome.done} cells done, {outcome.failed} failed, {outcome.skipped} already finished",
-               err=True)
+    finally:
+        if (run_dir / "results.sqlite").exists():  # what a bare `table` or `report` here shows
+            from relearnbench.table import remember_run
+
+            remember_run(run_dir)
     import contextlib
 
     from relearnbench.store import Store
@@ -121,16 +133,82 @@ def run(grid_file, grid_name, models, concepts, methods, attacks, metrics, seeds
         failed = [c for c, st in store.statuses().items() if st == "failed" and c in set(spec.cells())]
         rows = {(r.model, r.concept, r.method, r.attack, r.seed): r for r in store.cells_frame().itertuples()} \
             if failed else {}
+    now = {c for c, _ in outcome.failures}
+    earlier = len([c for c in failed if c not in now])
+    click.echo(f"{run_dir}: {outcome.done} cells done, {outcome.failed} failed, {outcome.skipped} already finished"
+               + (f" ({earlier} of them failed in an earlier run, not rerun)" if earlier else ""), err=True)
     if outcome.done or outcome.skipped:
         _print_table([str(run_dir)], "rich", long=False, stages="pre,post", timing=False)
     if failed:
         for c in failed:
-            click.echo(f"failed: {'/'.join(map(str, c))}: {rows[c].error if c in rows else ''}", err=True)
+            old = "" if c in now else " (an earlier run's failure, not rerun: --retry-failed reruns it)"
+            click.echo(f"failed{old}: {'/'.join(map(str, c))}: {rows[c].error if c in rows else ''}", err=True)
             if debug and c in rows:
                 click.echo(rows[c].traceback, err=True)
-        click.echo(f"{len(failed)} cells failed; rerun with --retry-failed after fixing the cause "
+        said = f"{len(failed) - earlier} cells failed" + (f", {earlier} failed in an earlier run and were not rerun"
+                                                           if earlier else "")
+        click.echo(f"{said}; rerun with --retry-failed after fixing the cause "
                    f"(relearnbench table --failed --traceback {run_dir} shows why)", err=True)
         sys.exit(1)
+
+
+def _with_plugin_hint(error: UserError, plugins, out: str | None):
+    """Raise ``error``, with how to pass --plugin where it names an unknown plugin and none was passed."""
+    hint = "" if plugins else _plugin_hint(str(error), out)
+    if not hint:
+        raise error
+    raise UserError(f"{error}{hint}") from error
+
+
+def _plugin_hint(error: str, out: str | None) -> str:
+    """For "unknown method 'x'" (attack, metric ...): the run directory (--out, else those under runs/) that ran x
+    with --plugin, and how to pass it again; "" when none did."""
+    import re
+
+    from relearnbench.store import Store
+
+    m = re.match(r"unknown (method|attack|metric|model|judge) '([^']+)'", error)
+    if not m:
+        return ""
+    kind, name = m.groups()
+    dirs = [pathlib.Path(out)] if out else sorted(p.parent for p in pathlib.Path("runs").glob("*/results.sqlite"))
+    for d in dirs:
+        if not (d / "results.sqlite").exists():
+            continue
+        store = Store(d, create=False)
+        try:
+            spec = store.get_meta("spec") or {}
+        finally:
+            store.close()
+        if spec.get("plugins") and any(n.partition("+")[0].partition("@")[0] == name
+                                       for n in spec.get(f"{kind}s", [])):
+            return (f"; {d} ran {kind} {name!r} with --plugin {' --plugin '.join(spec['plugins'])}: "
+                    "pass it again to rerun that run")
+    return f"; a plugin's {kind}? load its module with --plugin MODULE"
+
+
+def _would_resume(spec, run_dir: pathlib.Path, retry_failed: bool, keep_changed: bool) -> str:
+    """--dry-run's last line: the run directory, and whether the run would start it, resume it or refuse."""
+    if not (run_dir / "results.sqlite").exists():
+        return f"run directory: {run_dir} (new: every cell would run)"
+    from relearnbench.runner import check_finished, pending
+    from relearnbench.store import Store
+
+    store = Store(run_dir, create=False)
+    try:
+        statuses, cells, todo = store.statuses(), list(spec.cells()), len(pending(spec, store, retry_failed))
+        done = sum(statuses.get(c) == "done" for c in cells)
+        failed = sum(statuses.get(c) == "failed" for c in cells)
+        if not keep_changed:
+            try:
+                check_finished(spec, store)
+            except UserError as e:
+                return f"run directory: {run_dir} (exists; the run would refuse: {e})"
+    finally:
+        store.close()
+    old = f", {failed} failed earlier ({'rerun' if retry_failed else 'kept; --retry-failed reruns them'})" \
+        if failed else ""
+    return f"run directory: {run_dir} (exists: would resume; {done} of {len(cells)} cells finished{old}; {todo} to run)"
 
 
 def default_run_dir(spec) -> pathlib.Path:
@@ -159,7 +237,7 @@ def default_run_dir(spec) -> pathlib.Path:
 @click.option("--traceback", "tracebacks", is_flag=True, help="--failed: add each failed cell's traceback.")
 @_plugins
 def table(run_dirs, fmt, long, stages, timing, metrics, prompts, failed, tracebacks, plugins, debug):
-    """Print the leaderboard of RUN_DIRS (default: the newest run under runs/).
+    """Print the leaderboard of RUN_DIRS (default: the run the last `relearnbench run` in this folder made).
 
     \b
     Examples:
@@ -174,10 +252,20 @@ def table(run_dirs, fmt, long, stages, timing, metrics, prompts, failed, traceba
     _print_table(list(run_dirs), fmt, long, stages, timing, metrics, prompts)
 
 
+def _last_run(command: str) -> str:
+    """The run directory the last ``relearnbench run`` in this folder wrote, named on stderr (stdout is the table)."""
+    from relearnbench import table as T
+
+    run = T.last_run()
+    click.echo(f"{command}: {run}, the run the last `relearnbench run` in this folder made ({T.LAST_RUN}); "
+               f"for another: relearnbench {command} RUN_DIR", err=True)
+    return str(run)
+
+
 def _print_failed(run_dirs, tracebacks: bool):
     from relearnbench import table as T
 
-    run_dirs = run_dirs or [str(T.newest_run())]
+    run_dirs = run_dirs or [_last_run("table")]
     _, cells = T.load(run_dirs)
     failed = cells[cells["status"] == "failed"]
     if failed.empty:
@@ -191,7 +279,7 @@ def _print_failed(run_dirs, tracebacks: bool):
 def _print_table(run_dirs, fmt, long, stages, timing, metrics=None, prompts=False):
     from relearnbench import table as T
 
-    run_dirs = run_dirs or [str(T.newest_run())]
+    run_dirs = run_dirs or [_last_run("table")]
     df, cells = T.load(run_dirs)
     if metrics:
         wanted = {m.strip() for m in metrics.split(",")}
@@ -238,37 +326,58 @@ def _print_table(run_dirs, fmt, long, stages, timing, metrics=None, prompts=Fals
 
 
 @cli.command()
-@click.argument("kind", required=False, type=click.Choice(KINDS))
-@click.argument("pattern", required=False, default="*")
+@click.argument("kind", required=False, metavar="[KIND]")
+@click.argument("pattern", required=False)
 @_plugins
 def ls(kind, pattern, plugins, debug):
-    """List plugins of KIND (all kinds by default) matching PATTERN (fnmatch).
+    """List plugins of KIND (all kinds by default) matching PATTERN (fnmatch); with no KIND, PATTERN is
+    searched in every kind (a plain word: the names containing it).
 
     \b
     Examples:
       relearnbench ls methods
       relearnbench ls attacks 'ft*'
+      relearnbench ls esd                  # every kind: esd, esd-u-1, ... and what else names esd
     """
+    import fnmatch
+
     from relearnbench.concepts import CONCEPT_DIR
     from relearnbench.config import listing
     from relearnbench.registry import REGISTRIES
     from relearnbench.spec import GRID_DIR
 
+    if kind is not None and kind not in KINDS:
+        if pattern is not None:
+            raise UserError(f"ls {kind} {pattern}: unknown kind {kind!r}; kinds: {', '.join(KINDS)}")
+        kind, pattern = None, kind if any(c in kind for c in "*?[") else f"*{kind}*"
+        searched = True
+    else:
+        searched = False
+    pattern = pattern or "*"
     _load_plugins(plugins)
+    found = 0
     for k in ([kind] if kind else KINDS):
         if k in ("concepts", "grids"):
             rows = listing({"concepts": CONCEPT_DIR, "grids": GRID_DIR}[k], pattern)
         else:
             reg = REGISTRIES[k]
             rows = [(n, reg.description(n)) for n in reg.list(pattern)]
+        suffixes = REGISTRIES[k].suffixes() if k in REGISTRIES else {}
+        if searched:  # only what matches: a wrapper's name too (ls meta)
+            suffixes = {s: d for s, d in suffixes.items() if fnmatch.fnmatch(s, pattern)}
+            found += len(rows) + len(suffixes)
+            if not rows and not suffixes:
+                continue
         click.echo(f"{k}:")
         for name, desc in rows:
             click.echo(f"  {name:<18} {desc}")
-        suffixes = REGISTRIES[k].suffixes() if k in REGISTRIES else {}
-        if suffixes and rows:
+        if suffixes and (rows or searched):
             click.echo(f"wrappers ({', '.join('NAME+' + s for s in suffixes)}) of any {k[:-1]} above:")
             for suffix, desc in suffixes.items():
                 click.echo(f"  {'+' + suffix:<18} {desc}")
+    if searched and not found:
+        raise UserError(f"no plugin, concept or grid matches {pattern!r}; kinds: {', '.join(KINDS)} "
+                        "(relearnbench ls KIND lists one)")
 
 
 @cli.command()
@@ -294,16 +403,15 @@ def show(name, plugins, debug):
 @click.option("--out", type=click.Path(file_okay=False), help="Where to write (default RUN_DIR/report).")
 @_plugins
 def report(run_dir, out, plugins, debug):
-    """Write an HTML report of RUN_DIR (default: the newest run): leaderboard, curves, image sheets.
+    """Write an HTML report of RUN_DIR (default: the last run made here): leaderboard, curves, image sheets.
 
     \b
     Example: relearnbench report runs/quick-1a2b3c4d --out /tmp/report
     """
-    from relearnbench import table as T
     from relearnbench.report import write_report
 
     _load_plugins(plugins)
-    page = write_report(run_dir or str(T.newest_run()), out)
+    page = write_report(run_dir or _last_run("report"), out)
     click.echo(str(page))
 
 
@@ -357,8 +465,12 @@ def verify(run_dir, repair, debug):
     if not report.problems:
         click.echo("ok")
         return
-    click.echo(f"{len(report.problems)} problems in {run_dir}" + ("" if repair else "; `relearnbench verify --repair` "
-                                                                 "quarantines bad files and marks their cells for recompute"))
+    if repair and not report.unrepaired:
+        click.echo(f"{len(report.problems)} problems in {run_dir}, all repaired")
+        return
+    click.echo(f"{len(report.problems)} problems in {run_dir}" + (
+        f" ({len(report.unrepaired)} not repaired)" if repair else
+        "; `relearnbench verify --repair` quarantines bad files and marks their cells for recompute"))
     sys.exit(1)
 
 

@@ -4,10 +4,12 @@ metric's registered direction."""
 
 from __future__ import annotations
 
+import json
 import math
 import pathlib
 import re
 import shutil
+import tomllib
 
 from relearnbench.errors import UserError
 from relearnbench.store import DB_NAME, Store
@@ -18,43 +20,127 @@ LONG_COLUMNS = ["model", "concept", "method", "attack", "seed", "stage", "metric
 TIMING_COLUMNS = ["seconds", "peak_gb", "reserved_gb", "eval_seconds", "eval_peak_gb", "eval_reserved_gb"]
 
 
-def newest_run(root: str = "runs") -> pathlib.Path:
-    runs = sorted((p.parent for p in pathlib.Path(root).glob(f"*/{DB_NAME}")), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise UserError(f"no runs found under {root}/; run `relearnbench run` first or name a run directory")
-    return runs[-1]
+LAST_RUN = pathlib.Path("runs") / ".last-run"  # written by `relearnbench run` in the folder it ran in
+
+
+def remember_run(run_dir) -> None:
+    """Record ``run_dir`` (any ``--out`` too) as the run the last ``relearnbench run`` in this folder wrote:
+    what a bare ``table`` or ``report`` here shows. Not a guess from timestamps, which ``table``, ``verify``
+    and ``export`` of an older run move (SQLite writes beside its database)."""
+    LAST_RUN.parent.mkdir(parents=True, exist_ok=True)
+    tmp = LAST_RUN.with_name(LAST_RUN.name + ".tmp")
+    tmp.write_text(str(pathlib.Path(run_dir).resolve()) + "\n")
+    tmp.replace(LAST_RUN)
+
+
+def last_run() -> pathlib.Path:
+    """The run directory the last ``relearnbench run`` in this folder wrote (``runs/.last-run``)."""
+    if not LAST_RUN.exists():
+        found = sorted(str(p.parent) for p in LAST_RUN.parent.glob(f"*/{DB_NAME}"))
+        listed = f"; runs under {LAST_RUN.parent}/: {', '.join(found[:6])}" if found else ""
+        raise UserError(f"no run recorded in this folder ({LAST_RUN} is written by `relearnbench run` here){listed}; "
+                        "name a run directory, e.g. relearnbench table RUN_DIR")
+    run = pathlib.Path(LAST_RUN.read_text().strip())
+    if not (run / DB_NAME).exists():
+        raise UserError(f"the last run made in this folder ({LAST_RUN}) was {run}, which holds no {DB_NAME} now; "
+                        "name a run directory, e.g. relearnbench table RUN_DIR")
+    return shown(run)
+
+
+def shown(path: pathlib.Path) -> pathlib.Path:
+    """``path`` relative to the current folder where it lies inside it."""
+    try:
+        return path.resolve().relative_to(pathlib.Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
+CELL = ["model", "concept", "method", "attack", "seed"]
+ROW_LABELS = ("settings", "overlap")  # columns that keep a table's rows apart beside the method, where needed
 
 
 def load(run_dirs: list[str]):
+    """The records and cells of ``run_dirs`` as two frames, each with the columns ``settings`` (what differs
+    where one cell's settings differ from another's of the same method and attack: they never share a row)
+    and ``overlap`` ("yes" where the concept lets its roles share prompts, else "no"); a seed that several
+    runs hold with the same settings counts once, from the first run given."""
     import pandas as pd
 
     frames, cells = [], []
-    for d in run_dirs:
+    for i, d in enumerate(run_dirs):
         if not pathlib.Path(d).is_dir():
             raise UserError(f"run directory {d} does not exist")
         store = Store(d, create=False)
-        frames.append(store.records_frame())
-        cells.append(store.cells_frame())
+        frames.append(store.records_frame().assign(run=i))
+        cells.append(store.cells_frame().assign(run=i))
         store.close()
     df, cells = pd.concat(frames, ignore_index=True), pd.concat(cells, ignore_index=True)
-    return mark_overlap(df, cells), cells
+    cells = settings_apart(cells)
+    cells["overlap"] = ["yes" if json.loads(c or "{}").get("roles", {}).get("allow_overlap") else "no"
+                        for c in cells["config"]]
+    cells["concept_name"] = [concept_name(k, json.loads(c or "{}")) for k, c in zip(cells["concept"], cells["config"])]
+    labels = cells[["run", *CELL, "settings", "overlap", "concept_name"]]
+    df = df.merge(labels, on=["run", *CELL], how="inner")  # records of a cell counted in another run go
+    return df, cells
 
 
-OVERLAP = " [overlap]"
+def row_labels(frame) -> list[str]:
+    """The ROW_LABELS columns a table of ``frame`` shows: those that say something (settings differ somewhere,
+    some concept overlaps)."""
+    return [c for c, plain in zip(ROW_LABELS, ("", "no")) if c in frame and set(frame[c]) - {plain}]
 
 
-def mark_overlap(df, cells):
-    """Rows of cells whose concept lets the train, attack and eval roles share prompts
-    (``allow_overlap``: not a held-out result) show their method as ``NAME [overlap]``."""
-    import json
+def settings_apart(cells):
+    """``cells`` with a ``settings`` column: "" where every cell of a (model, concept, method, attack) ran with
+    the same settings (what decides its numbers: the runner's DETERMINING parts and the metrics'), else the
+    settings that differ among them, as ``esd.steps=100``; a cell held by several runs with the same settings
+    is kept once (a finished one first, then the first run given)."""
+    from relearnbench.runner import DETERMINING
 
-    keys = ["model", "concept", "method", "attack", "seed"]
-    flagged = {tuple(row[k] for k in keys) for _, row in cells.iterrows()
-               if json.loads(row["config"] or "{}").get("roles", {}).get("allow_overlap")}
-    if flagged and not df.empty:
-        hit = [tuple(r) in flagged for r in df[keys].itertuples(index=False)]
-        df["method"] = [m + OVERLAP if h else m for m, h in zip(df["method"], hit)]
-    return df
+    flat = []
+    for cfg in (json.loads(c or "{}") for c in cells["config"]):
+        out: dict = {}
+        _flatten("", {**{k: cfg.get(k) for k in DETERMINING}, "metrics": cfg.get("metrics", {})}, out)
+        flat.append(out)
+    labels = [""] * len(cells)
+    for _, group in cells.groupby(CELL[:4], sort=False).indices.items():
+        shared = set.intersection(*(set(flat[i]) for i in group))
+        differ = sorted(k for k in shared if len({json.dumps(flat[i][k], sort_keys=True) for i in group}) > 1)
+        for i in group:
+            row = cells.iloc[i]
+            labels[i] = ", ".join(f"{_setting_name(k, row['method'], row['attack'])}={flat[i][k]}" for k in differ)
+    cells = cells.assign(settings=labels, _failed=cells["status"] != "done")
+    cells = cells.sort_values(["_failed", "run"], kind="stable").drop_duplicates([*CELL, "settings"])
+    return cells.sort_index().drop(columns="_failed")
+
+
+def _flatten(prefix: str, value, out: dict) -> None:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+
+
+def _setting_name(key: str, method: str, attack: str) -> str:
+    """A flattened config key as a --set key where it is one: ``method.config.steps`` -> ``esd.steps``."""
+    head, *rest = [p for p in key.split(".") if p != "config"]
+    head = {"method": method, "attack": attack, "model_config": "model", "concept_sha256": "concept sha256"}.get(
+        head, head)
+    if head == "metrics" and rest:
+        head, *rest = rest
+    return ".".join([head, *rest])
+
+
+def concept_name(key: str, config: dict) -> str:
+    """A cell's concept as a table names it: its key, or for a concept given as a file (``tri.toml``) the name
+    inside the file (its stem where the file is gone)."""
+    if not key.endswith(".toml"):
+        return key
+    try:
+        return tomllib.loads(pathlib.Path(config.get("concept") or key).read_text()).get("name") or pathlib.Path(key).stem
+    except (OSError, tomllib.TOMLDecodeError):
+        return pathlib.Path(key).stem
 
 
 def stage_order(stage: str) -> tuple:
@@ -66,7 +152,7 @@ def stage_order(stage: str) -> tuple:
 
 def long_table(df, timing: bool = False):
     df = with_gb(df)
-    out = df[LONG_COLUMNS + (timing_columns(df) if timing else [])].copy()
+    out = df[LONG_COLUMNS[:5] + row_labels(df) + LONG_COLUMNS[5:] + (timing_columns(df) if timing else [])].copy()
     out["_stage"] = out["stage"].map(stage_order)
     out = out.sort_values(["model", "concept", "method", "attack", "seed", "_stage", "metric"])
     return out.drop(columns="_stage").reset_index(drop=True)
@@ -166,7 +252,7 @@ def aggregate(df, stages=("pre", "post")):
     if stages:
         df = df[df["stage"].isin(stages)]
     rows = []
-    keys = ["model", "concept", "method", "attack", "metric", "stage"]
+    keys = ["model", "concept", "method", *[c for c in ROW_LABELS if c in df], "attack", "metric", "stage"]
     for key, g in df.groupby(keys, sort=False):
         vals = g["value"].astype(float).tolist()
         n = len(vals)
@@ -175,7 +261,7 @@ def aggregate(df, stages=("pre", "post")):
         if n == 1 and pd.notna(g["lo"].iloc[0]) and pd.notna(g["hi"].iloc[0]):
             lo, hi = float(g["lo"].iloc[0]), float(g["hi"].iloc[0])
             half = (hi - lo) / 2
-        low, high = bounds(key[4])
+        low, high = bounds(key[-2])
         clipped = mean - half < low or mean + half > high
         rows.append(dict(zip(keys, key), mean=mean, half=half, lo=max(lo, low), hi=min(hi, high), seeds=n,
                          clipped=clipped))
@@ -207,9 +293,10 @@ def _num(x: float) -> str:
 
 
 def leaderboard(df, stages=("pre", "post"), attack: str | None = None, numeric: bool = False):
-    """Wide table: index (model?, concept?, method), then ``seeds`` (the row's seed count, where any
-    row has several), columns 'attack · metric↑ · stage' (just 'metric↑ · stage' for one ``attack``):
-    text "mean ± half", or with ``numeric`` three number columns per column: the mean, 'lo' and 'hi'.
+    """Wide table: index (model?, concept?, method, settings?, overlap?: see ``load``), then ``seeds`` (the
+    row's seed count, where any row has several), columns 'attack · metric↑ · stage' (just 'metric↑ · stage'
+    for one ``attack``): text "mean ± half", or with ``numeric`` three number columns per column: the mean,
+    'lo' and 'hi'.
     ``attrs["note"]`` explains clipped intervals where there are any."""
     if attack is not None:
         df = df[df["attack"] == attack]
@@ -220,7 +307,9 @@ def leaderboard(df, stages=("pre", "post"), attack: str | None = None, numeric: 
     arrows = {True: "↑", False: "↓", None: ""}
     agg["column"] = [f"{'' if attack else a + ' · '}{m}{arrows[direction(m)]} · {s}" for a, m, s in
                      zip(agg["attack"], agg["metric"], agg["stage"])]
-    index = [k for k in ("model", "concept") if agg[k].nunique() > 1] + ["method"]
+    head = [k for k in ("model", "concept") if agg[k].nunique() > 1]
+    labels = row_labels(agg)
+    index = head + ["method"] + labels
     order_methods = sorted(dict.fromkeys(df["method"]), key=lambda m: m != "none")  # the base model first
     order_cols = list(dict.fromkeys(
         c for _, c in sorted(zip(
@@ -241,7 +330,11 @@ def leaderboard(df, stages=("pre", "post"), attack: str | None = None, numeric: 
         wide = wide.merge(seeds, on=index, how="left")
         wide.insert(len(index), "seeds", wide.pop("seeds").astype(int))
     wide["_m"] = wide["method"].map(order_methods.index)
-    wide = wide.sort_values([*index[:-1], "_m"]).drop(columns="_m")
+    wide = wide.sort_values([*head, "_m", *labels]).drop(columns="_m")
+    if "concept" in head and "concept_name" in df:  # a concept given as a file: the name inside it, if unique
+        names = dict(zip(df["concept"], df["concept_name"]))
+        if len(set(names.values())) == len(names):
+            wide["concept"] = wide["concept"].map(names)
     wide = (wide if numeric else wide.fillna("–")).reset_index(drop=True)
     wide.attrs["note"] = CLIPPED_NOTE if agg["clipped"].any() and not numeric else ""
     return wide
@@ -265,12 +358,13 @@ def render(frame, fmt_name: str, title: str = "") -> str:
 
         width = shutil.get_terminal_size((120, 24)).columns  # $COLUMNS, else the terminal's
         console = Console(width=width, record=True)
-        keys = [c for c in frame.columns if c in ("model", "concept", "method", "seeds")]
+        keys = [c for c in frame.columns if c in ("model", "concept", "method", *ROW_LABELS, "seeds")]
         with console.capture() as cap:
             for part in _column_chunks(frame, keys, width):  # a table too wide for the terminal: in parts
                 table = Table(title=title or None)
                 for c in keys + part:
-                    table.add_column(str(c), justify="left" if c in ("model", "concept", "method") else "right")
+                    table.add_column(str(c), justify="left" if c in ("model", "concept", "method", *ROW_LABELS)
+                                     else "right")
                 for row in frame[keys + part].itertuples(index=False):
                     table.add_row(*(_cell(v) for v in row))
                 console.print(table)

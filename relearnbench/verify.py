@@ -23,8 +23,9 @@ from relearnbench.store import CELL_KEYS, DB_NAME
 
 @dataclass
 class Report:
-    problems: list[str] = field(default_factory=list)  # one line each
+    problems: list[str] = field(default_factory=list)  # one line each: what was found
     repairs: list[str] = field(default_factory=list)
+    unrepaired: list[str] = field(default_factory=list)  # problems a --repair cannot fix (all of them without it)
 
 
 def verify(run_dir: str | pathlib.Path, repair: bool = False) -> Report:
@@ -39,12 +40,16 @@ def verify(run_dir: str | pathlib.Path, repair: bool = False) -> Report:
         rows = db.execute("PRAGMA integrity_check").fetchall()
         if rows != [("ok",)]:
             report.problems += [f"{DB_NAME}: {r[0]}" for r in rows]
+            report.unrepaired += report.problems[-len(rows):]
             return report  # cells read from a damaged database would only mislead
         _check_cells(db, root, bad, report, repair)
         db.close()
     except sqlite3.DatabaseError as e:
         report.problems.append(f"{DB_NAME}: not a readable database ({e}); move it away and rerun the grid "
                                "into it: the artifacts are reused")
+        report.unrepaired.append(report.problems[-1])
+    if not repair:
+        report.unrepaired = list(report.problems)
     return report
 
 
@@ -53,6 +58,8 @@ def _check_files(root: pathlib.Path, report: Report, repair: bool) -> set[str]:
     bad = set()
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.relative_to(root).parts[0] != "corrupt")
     for path in files:
+        if not path.exists():  # a sum this repair moved with its damaged file: not a problem of its own
+            continue
         name = path.relative_to(root).as_posix()
         if path.name.endswith(".tmp"):
             _bad_file(report, root, path, f"artifacts/{name}: left over from an interrupted write", repair)
@@ -92,6 +99,7 @@ def _check_cells(db: sqlite3.Connection, root: pathlib.Path, bad: set[str], repo
         cell, name = tuple(cell), "/".join(map(str, cell))
         if status == "recompute":
             report.problems.append(f"cell {name}: marked for recompute; run the grid again into this directory")
+            report.unrepaired.append(report.problems[-1])
             continue
         for path, sha in used.get(cell, []):
             file = root / path
@@ -101,6 +109,7 @@ def _check_cells(db: sqlite3.Connection, root: pathlib.Path, bad: set[str], repo
                 report.problems.append(f"cell {name}: its artifact artifacts/{path} is {why}")
                 stale.append(cell)
                 break
+    _check_sheets(db, bad, report, repair)
     if repair and stale:
         db.execute("BEGIN IMMEDIATE")
         db.executemany(f"UPDATE cells SET status = 'recompute' WHERE {' AND '.join(f'{k} = ?' for k in CELL_KEYS)}",

@@ -103,7 +103,9 @@ def test_verify_names_each_problem_and_repair_then_rerun_restores_the_table(tmp_
     assert lines[-1].startswith("10 problems in")  # 4 files, 6 cells
     before = table(run_cli, out)
     repaired = run_cli("verify", out, "--repair")
-    assert repaired.returncode == 1 and "marked 6 cells for recompute" in repaired.stdout
+    assert repaired.returncode == 0 and "marked 6 cells for recompute" in repaired.stdout  # all repaired
+    assert repaired.stdout.count("a sum whose file is gone") == 1  # not the sums it moved with their files
+    assert "10 problems in" in repaired.stdout and "all repaired" in repaired.stdout
     assert table(run_cli, out) == before  # no record deleted
     assert not list((out / "artifacts" / "unlearn").glob(".*.tmp"))
     again = run_cli("verify", out)
