@@ -243,18 +243,54 @@ def test_shipped_grid_plans(name):
     assert {(kind, n) for kind, n, _ in p.plugins} >= {("methods", m) for m in spec.methods}
 
 
-def test_only_the_driver_opens_the_store(tmp_path, monkeypatch):
-    """The jobs get the artifacts folder: a grid opens the results store once, in the driver (one job, so
-    the jobs run in this process, where the count can see them; --jobs N workers run the same functions)."""
+# started in every worker process through PYTHONPATH: logs each results store it opens and each job it runs
+WORKER_SPY = """
+import os
+if os.environ.get("RELEARNBENCH_TEST_SPY"):
+    import relearnbench.executors as executors
+    import relearnbench.store as store
+
+    def log(what):
+        with open(os.environ["RELEARNBENCH_TEST_SPY"], "a") as f:
+            f.write(f"{what} {os.getpid()}\\n")
+
+    init = store.Store.__init__
+    def spied_init(self, *a, **k):
+        log("store")
+        init(self, *a, **k)
+    store.Store.__init__ = spied_init
+    for name in ("_unlearn", "_attack"):
+        def job(*a, _real=getattr(executors, name), **k):
+            log("job")
+            return _real(*a, **k)
+        setattr(executors, name, job)
+"""
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_only_the_driver_opens_the_store(jobs, tmp_path, monkeypatch):
+    """The jobs get the artifacts folder: a grid opens the results store once, in the driver. With --jobs 2 the
+    jobs run in two worker processes, each of which logs (WORKER_SPY) the stores it opens and the jobs it runs."""
+    import os
+
     from relearnbench import store
-    from relearnbench.cli import execute
+    from relearnbench.launch import execute
     from relearnbench.spec import build_spec
 
+    (tmp_path / "spy").mkdir()
+    (tmp_path / "spy" / "sitecustomize.py").write_text(WORKER_SPY)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path / "spy"), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("RELEARNBENCH_TEST_SPY", str(tmp_path / "spy.log"))
     opened, init = [], store.Store.__init__
     monkeypatch.setattr(store.Store, "__init__", lambda self, *a, **k: opened.append(a) or init(self, *a, **k))
-    flags = {"methods": "dummy", "attacks": "dummy", "metrics": "dummy", "seeds": "0,1", "jobs": 1}
+    flags = {"methods": "dummy", "attacks": "dummy", "metrics": "dummy", "seeds": "0,1", "jobs": jobs}
     outcome = execute(build_spec(None, flags, {}), tmp_path / "run", quiet=True)
     assert outcome.done == 4 and len(opened) == 1
+    log = [line.split() for line in (tmp_path / "spy.log").read_text().splitlines()] if jobs > 1 else []
+    assert not [pid for what, pid in log if what == "store"], "a worker opened the results store"
+    if jobs > 1:  # an unlearning and an attack job per cell (dummy x dummy: 2 concepts x 2 seeds), none in the driver
+        workers = {pid for what, pid in log if what == "job"}
+        assert len(log) == 2 * outcome.done and workers and str(os.getpid()) not in workers, log
 
 
 @pytest.mark.parametrize("change", [{"steps": 15}, {"guidance": 3.0}])  # neither the toy default
