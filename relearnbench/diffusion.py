@@ -246,16 +246,16 @@ def guided(unet, x_t: torch.Tensor, t: torch.Tensor, uncond: Cond, c: Cond, scal
 
 # diffusers is imported where it is used: planning a run, and so rerunning a finished one, imports this module but
 # needs none of diffusers, whose import was half of a finished grid's rerun (cProfile, runs/prof-rerun, issue 18)
-def _ddim(model: Model, cls=None) -> DDIMScheduler:
-    """A DDIM sampler (or another scheduler class ``cls``) from the model's noise schedule (quietly: diffusers
-    logs the whole config each time)."""
+def _ddim(model: Model, cls=None, **overrides) -> DDIMScheduler:
+    """A DDIM sampler (or another scheduler class ``cls``, with ``overrides`` of its config) from the model's noise
+    schedule (quietly: diffusers logs the whole config each time)."""
     from diffusers import DDIMScheduler
     from diffusers.utils import logging as diffusers_logging
 
     level = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()
     try:
-        return (cls or DDIMScheduler).from_config(model.scheduler.config)
+        return (cls or DDIMScheduler).from_config(model.scheduler.config, **overrides)
     finally:
         diffusers_logging.set_verbosity(level)
 
@@ -356,10 +356,15 @@ def pipeline(model: Model, scheduler: str = "ddim") -> StableDiffusionPipeline |
     ``LMSDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")``, SD-1.x's schedule)."""
     from diffusers import LMSDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline
 
-    if scheduler not in ("ddim", "pndm", "lms"):
+    if scheduler == "ddim":
+        sched = _ddim(model)
+    elif scheduler == "pndm":  # as SD-1.x ships it (its scheduler_config.json: skip_prk_steps, PLMS steps only)
+        sched = _ddim(model, PNDMScheduler, skip_prk_steps=True)
+    elif scheduler == "lms":
+        sched = LMSDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                     num_train_timesteps=1000)
+    else:
         raise ValueError(f"scheduler {scheduler!r}: expected ddim, pndm or lms")
-    sched = _ddim(model) if scheduler == "ddim" else _ddim(model, PNDMScheduler) if scheduler == "pndm" else \
-        LMSDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
     if getattr(model, "text_encoder_2", None) is not None:
         # the unconditional branch encodes "" as ``encode_text`` does (and ESD's SDXL script), not the zeros
         # the pipeline's default force_zeros_for_empty_prompt puts there: sample and generate stay one sampler

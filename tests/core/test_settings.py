@@ -96,3 +96,20 @@ def test_a_new_evaluation_sampler_reuses_every_unlearned_model(tmp_path, run_cli
         with sqlite3.connect(run / "results.sqlite") as db:
             return db.execute("SELECT seconds FROM records WHERE stage = 'pre' LIMIT 1").fetchone()[0]
     assert unlearn_seconds(first) == unlearn_seconds(second)  # the cached run's own time: it was not rerun
+
+
+def test_the_generated_images_sampler_takes_pndm_and_a_negative_prompt():
+    """generate.scheduler = "pndm" (SD-1.x's own sampler, as the meta-unlearning authors generated their images)
+    and generate.negative_prompt change the images, and enter their cache key only when set."""
+    from relearnbench.data import GenerateConfig, images_for
+    from relearnbench.testing import context, tiny_concept, tiny_model
+
+    model, concept = tiny_model(), tiny_concept()
+    configs = [GenerateConfig(steps=3), GenerateConfig(steps=3, scheduler="pndm"),
+               GenerateConfig(steps=3, scheduler="pndm", negative_prompt="blurry")]
+    images = [images_for(["a triangle"], 2, concept, model, context(generate_config=cfg, base=lambda: model),
+                         source="generate")[0] for cfg in configs]
+    assert not torch.equal(images[0], images[1]) and not torch.equal(images[1], images[2])
+    assert [cfg.generation() for cfg in configs] == [
+        {"steps": 3, "guidance": 5.0}, {"steps": 3, "guidance": 5.0, "scheduler": "pndm"},
+        {"steps": 3, "guidance": 5.0, "scheduler": "pndm", "negative_prompt": "blurry"}]
