@@ -136,15 +136,33 @@ def preset_path(plugin_cls) -> pathlib.Path | None:
     return path if path.exists() else None
 
 
+# A later Stable Diffusion's presets build on SD-1.4's: a plugin file's [sd14] values apply to sd21 and sdxl models
+# unless their own table ([sdxl], [sdxl.ft], ...) sets the key. Ours: most methods and attacks published SD-1.4
+# settings only; a value published for the later model sits in its own table (esd.toml's [sdxl]: ESD's SDXL script)
+SCALE_BASE = {"sd21": "sd14", "sdxl": "sd14"}
+
+
+def scale_chain(scale: str) -> list[str]:
+    """The preset tables a scale reads, later ones overriding: ``["sd14", "sdxl"]`` for sdxl, ``[scale]`` else."""
+    return [SCALE_BASE[scale], scale] if scale in SCALE_BASE else [scale]
+
+
 def preset_file_layer(plugin_cls, scale: str, sub: str | None = None) -> dict:
-    """The ``[scale]`` table of the TOML file beside the plugin's module (``methods/esd.toml``). A
-    shared file holds several plugins' presets in sub-tables (``[toy.ft]``, ``[toy.lora]``); a
-    wrapper's file holds one per base it wraps (``[toy.uce]`` of meta.toml), which ``sub`` names."""
+    """The ``[scale]`` table of the TOML file beside the plugin's module (``methods/esd.toml``), over its base
+    scale's (``scale_chain``). A shared file holds several plugins' presets in sub-tables (``[toy.ft]``,
+    ``[toy.lora]``); a wrapper's file holds one per base it wraps (``[toy.uce]`` of meta.toml), which ``sub`` names."""
     path = preset_path(plugin_cls)
     if path is None:
         return {}
     with path.open("rb") as f:
-        table = tomllib.load(f).get(scale, {})
+        tables = tomllib.load(f)
+    out = {}
+    for s in scale_chain(scale):
+        out.update(_preset_table(plugin_cls, tables.get(s, {}), sub))
+    return out
+
+
+def _preset_table(plugin_cls, table: dict, sub: str | None) -> dict:
     if sub is not None:
         return table.get(sub, {}) if isinstance(table.get(sub), dict) else {}
     name = getattr(plugin_cls, "config_name", None)

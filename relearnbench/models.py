@@ -33,9 +33,8 @@ def load_model(name: str, config: ModelConfig, device="cpu", dtype=None) -> Mode
     from relearnbench.registry import MODELS
 
     if name not in MODELS and pathlib.Path(name).is_dir():
-        folder = pathlib.Path(name)
-        preset = folder_architecture(folder) if (folder / "model_index.json").exists() else "sd14"
-        return load_folder(name, folder, preset=preset, device=device, dtype=dtype)
+        return load_folder(name, pathlib.Path(name), preset=folder_preset(pathlib.Path(name)), device=device,
+                           dtype=dtype)
     loader = MODELS.get(name)
     meta = MODELS.meta(name)
     model = loader(name, config, meta, device=device, dtype=dtype)
@@ -145,6 +144,12 @@ def folder_architecture(folder: pathlib.Path) -> str:
     if sched.exists() and json.loads(sched.read_text()).get("prediction_type") == "v_prediction":
         return "sd21"
     return "sd21" if text.exists() and json.loads(text.read_text()).get("hidden_size") == 1024 else "sd14"
+
+
+def folder_preset(folder: pathlib.Path) -> str:
+    """The presets a diffusers folder runs at: its architecture's, "sd14" when it has no model_index.json (the
+    preflight then says what is missing)."""
+    return folder_architecture(folder) if (folder / "model_index.json").exists() else "sd14"
 
 
 def load_folder(name: str, folder: pathlib.Path, *, preset: str, device="cpu", dtype=None) -> Model:

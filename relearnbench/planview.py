@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from relearnbench.config import scale_chain
 from relearnbench.errors import UserError
 from relearnbench.provenance import source_of
 
@@ -23,7 +24,7 @@ def _origin(cls, scale: str, key: str, sets: dict, entry: dict, namespace: str, 
             return f"--set {base_ns}.{key} (a wrapper follows its base's --set)", None
     if key in (entry or {}):
         return "the registry entry", None
-    found = source_of(cls, [scale, f"{scale}.{namespace}", *extra_tables], key)
+    found = source_of(cls, [t for s in scale_chain(scale) for t in (s, f"{s}.{namespace}")] + list(extra_tables), key)
     return found if found else ("the plugin's default", None)
 
 
@@ -55,7 +56,7 @@ def _plugin_lines(kind: str, name: str, plugin, scale: str, sets: dict) -> list[
            f"+ {plugin.suffix} (version {plugin.version})",
            *_settings(type(base), base.config, scale, sets, entry),
            *_settings(type(plugin), plugin.config, scale, sets, REGISTRIES[kind].wrapper(plugin.suffix)[1].get("fixed"),
-                      extra_tables=[f"{scale}.{base.config_name}"], reached=reached)]
+                      extra_tables=[f"{s}.{base.config_name}" for s in scale_chain(scale)], reached=reached)]
     if hasattr(plugin, "gammas"):
         out.append(f"      weights in effect: {plugin.gammas()}    <- preset {plugin.config.preset!r} "
                    "(methods/meta.toml [presets]) unless set above")

@@ -58,7 +58,7 @@ def plan(spec: Spec) -> Plan:
     from relearnbench.concepts import load_concept
     from relearnbench.data import GenerateConfig
     from relearnbench.evaluate import SampleConfig
-    from relearnbench.models import ModelConfig
+    from relearnbench.models import ModelConfig, folder_preset
     from relearnbench.registry import ATTACKS, JUDGES, METHODS, METRICS, MODELS
 
     sets, used = spec.sets, set(CORE_NAMESPACES)
@@ -66,8 +66,8 @@ def plan(spec: Spec) -> Plan:
     for m in spec.models:
         if m in MODELS:
             scales[m] = MODELS.meta(m).get("preset", "sd14")
-        elif pathlib.Path(m).is_dir():
-            scales[m] = "sd14"
+        elif pathlib.Path(m).is_dir():  # a diffusers folder: its architecture's presets (sd14, sd21, sdxl)
+            scales[m] = folder_preset(pathlib.Path(m))
         else:
             MODELS.check(m)  # raises with the known names
     for kind, registry, names in (("methods", METHODS, spec.methods), ("attacks", ATTACKS, spec.attacks),

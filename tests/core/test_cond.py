@@ -12,7 +12,7 @@ from relearnbench.api import Prompt
 from relearnbench.diffusion import (Cond, denoising_loss, encode_text, encode_text_frozen,
                                     encode_text_with_embeddings, generate, image_jobs, initial_noise,
                                     input_embeddings, loss_target, predict, sample, tokenize)
-from relearnbench.models import ModelConfig, load_model, load_sd_random, missing_files
+from relearnbench.models import ModelConfig, folder_preset, load_model, load_sd_random, missing_files
 from relearnbench.testing import TINY_MODELS, tiny_model, tiny_sdxl
 
 ARCHS = list(TINY_MODELS)
@@ -148,7 +148,7 @@ def test_an_sdxl_folder_loads_as_sdxl(tmp_path):
     model = tiny_sdxl()
     diffusers_pipeline(model).save_pretrained(tmp_path / "xl")
     loaded = load_model(str(tmp_path / "xl"), ModelConfig())
-    assert loaded.text_encoder_2 is not None and loaded.preset == "sdxl"
+    assert loaded.text_encoder_2 is not None and loaded.preset == folder_preset(tmp_path / "xl") == "sdxl"
     a, b = encode_text(model, ["a red triangle"]), encode_text(loaded, ["a red triangle"])
     assert torch.equal(a.hidden, b.hidden) and torch.equal(a.pooled, b.pooled)
     assert missing_files(str(tmp_path / "xl"), ModelConfig()) == []

@@ -13,8 +13,8 @@ PRESETS = sorted(p for folder in ("methods", "attacks", "metrics", "relearnbench
 
 
 def unsourced(text: str) -> list[str]:
-    """``table.key`` of every key in an [sd14...] table with no provenance comment."""
-    return [f"{t}.{k}" for (t, k), src in sources(text).items() if (t == "sd14" or t.startswith("sd14.")) and not src]
+    """``table.key`` of every key in a real model's table ([sd14...], [sd21...], [sdxl...]) with no provenance comment."""
+    return [f"{t}.{k}" for (t, k), src in sources(text).items() if t.split(".")[0] in ("sd14", "sd21", "sdxl") and not src]
 
 
 def test_the_rule_catches_an_unsourced_key():
