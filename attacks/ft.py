@@ -97,9 +97,11 @@ def relearn(model: Model, params: list, parts: list[tuple[Data, int]], config, c
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
         if step in steps:
+            optimizer.zero_grad(set_to_none=True)  # the next step sets them anew: no gradients held while sampling
             model.unet.eval()
             evaluate(step, final=step == steps[-1])  # intermediate points score the curve metrics only
             model.unet.train()
+    optimizer.zero_grad(set_to_none=True)
     model.unet.eval()
 
 

@@ -218,6 +218,7 @@ class Context:
     # training images the original model generates (relearnbench.data.GenerateConfig, generate.*)
     sample_config: Any = field(kw_only=True)
     generate_config: Any = field(kw_only=True)
+    checkpointing: bool = False  # unlearn.checkpointing: the trained UNet recomputes its activations in backward
 
     def track(self, iterable, description: str, total: Optional[int] = None):
         """Iterate with a progress bar (a no-op without one)."""
@@ -288,6 +289,9 @@ class LossMethod(Method):
     def unlearn(self, model: Model, concept: Concept, ctx: "Context") -> None:
         import torch
 
+        checkpointing = getattr(ctx, "checkpointing", False)  # unlearn.checkpointing
+        if checkpointing:  # recompute the UNet's activations in backward (the copies prepare makes inherit it)
+            model.unet.enable_gradient_checkpointing()
         named = self.prepared(model, concept, ctx)
         params = [p for _, p in named]
         model.unet.requires_grad_(False)
@@ -307,6 +311,10 @@ class LossMethod(Method):
             if clip:
                 torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
+        opt.zero_grad(set_to_none=True)  # the gradients and (with ``opt``) AdamW's state go before evaluation
+        del opt
+        if checkpointing:
+            model.unet.disable_gradient_checkpointing()
         self.finish(model)
         model.unet.requires_grad_(False)
         self.release()

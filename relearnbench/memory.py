@@ -15,8 +15,21 @@ import contextlib
 import pathlib
 import sys
 import time
+from dataclasses import dataclass
 
 MIB = 2 ** 20
+
+
+@dataclass(frozen=True)
+class UnlearnConfig:
+    """``--set unlearn.KEY=VALUE``: how the harness holds the UNet a method trains (the numbers stay the same)."""
+
+    # recompute the trained UNet's activations in backward (diffusers' gradient checkpointing): about a quarter
+    # of the activation memory for ~30 % more time; off by default (the CPU has the memory, not the time)
+    checkpointing: bool = False
+
+
+UnlearnConfig.config_name = "unlearn"
 _OPEN: list[dict] = []  # the stages being measured in this process, outermost first
 
 
@@ -44,6 +57,11 @@ def measure(device):
         out["peak_mb"], out["reserved_mb"] = entry["peak"]
         if _OPEN:  # the enclosing stage goes on measuring from what is resident now
             _reset(cuda, device)
+
+
+def reset_peak(device="cpu") -> bool:
+    """Start the peak over from what is allocated (resident) now; False where the CPU figure cannot be reset."""
+    return _reset(str(device).startswith("cuda"), device)
 
 
 def _fold(entry: dict, reading: tuple[float, float]) -> None:
@@ -102,12 +120,14 @@ def meta_model(name: str, config=None, dtype=None):
     from relearnbench.models import ModelConfig, _loader, load_model, load_sd_random
 
     config = config or ModelConfig()
-    loader = _loader(name)
-    with torch.device("meta"):
-        if loader in (None, "load_sd", "load_sd_random"):  # SD-1.x: one architecture
+    if _loader(name) in (None, "load_sd", "load_sd_random"):  # SD-1.x: one architecture, built on meta
+        with torch.device("meta"):
             return load_sd_random(name, dataclasses.replace(config, path=""), {"preset": "sd14"}, device="meta",
                                   dtype=dtype)
-        return load_model(name, config, device="meta", dtype=dtype)
+    model = load_model(name, config, device="cpu", dtype=dtype)  # toy, tiny, a plugin's: loaded, then moved
+    for module in (model.unet, model.text_encoder, model.vae):
+        module.to("meta")
+    return model
 
 
 class LiveBytes:
@@ -252,6 +272,9 @@ class Floor:
         return f"Floor({self.total / GB:.2f} GB: " + ", ".join(f"{k} {v / GB:.2f}" for k, v in self.parts.items()) + ")"
 
 
+_ACTIVATIONS: dict = {}  # (model, batch, train, resolution) -> bytes: each counted once per process
+
+
 def floors(model, method, attack, sample, dtype_bytes: int, checkpointing: bool = False,
            resolution: int | None = None) -> dict[str, Floor]:
     """The floor of each stage of a cell (``unlearn``, ``attack``, ``eval``): what its recipe holds at its peak.
@@ -268,13 +291,12 @@ def floors(model, method, attack, sample, dtype_bytes: int, checkpointing: bool 
     n_unet = sum(p.numel() for p in unet.parameters())
     U = 4 * n_unet  # the UNet's float32 weights
     frozen = (_bytes(model.text_encoder) + _bytes(model.vae)) * dtype_bytes / 4  # meta_model built them in fp32
-    act_cache: dict = {}
-
-    def act(batch: int, train: bool = True) -> float:
-        key = (batch, train)
-        if key not in act_cache:
-            act_cache[key] = unet_activations(model, batch, train, resolution)
-        return act_cache[key] * (0.25 if train and checkpointing else 1.0)
+    def act(batch: int, train: bool = True, trained_unet: bool = True) -> float:
+        """``trained_unet``: a method's (unlearn.checkpointing applies), not an attack's."""
+        key = (id(model), batch, train, resolution)
+        if key not in _ACTIVATIONS:
+            _ACTIVATIONS[key] = unet_activations(model, batch, train, resolution)
+        return _ACTIVATIONS[key] * (0.25 if train and trained_unet and checkpointing else 1.0)
 
     out = {}
     # -- unlearn -----------------------------------------------------------------------------------------
@@ -306,17 +328,23 @@ def floors(model, method, attack, sample, dtype_bytes: int, checkpointing: bool 
     cfg = getattr(attack, "config", None)
     batch = getattr(cfg, "batch_size", 1)
     name = getattr(attack, "config_name", "")
-    if name in ("ft", "ft_clean", "ft_adaptive"):
-        a.add("gradients of trained weights", U).add("AdamW state (2 x fp32)", 2 * U).add("activations", act(batch))
-    elif name == "lora":
-        a.add("activations", act(batch))  # the adapter's own weights and state: a few MB
+    from relearnbench.attacks.ft import Finetune
+    from relearnbench.attacks.lora import LoRA
+
+    if isinstance(attack, LoRA):
+        a.add("activations", act(batch, trained_unet=False))  # the adapter's own weights and state: a few MB
+    elif isinstance(attack, Finetune):  # every UNet weight trains
+        a.add("gradients of trained weights", U).add("AdamW state (2 x fp32)", 2 * U)
+        a.add("activations", act(batch, trained_unet=False))
     elif name in ("unlearndiffatk", "ci"):
-        a.add("activations", act(batch))  # gradients reach the prompt embeddings through the frozen UNet
+        a.add("activations", act(batch, trained_unet=False))  # gradients reach the prompt embeddings, not weights
     out["attack"] = a
     # -- evaluation: sampling with guidance (two UNet branches per image), then decoding -------------------------
     e = Floor().add("UNet weights (fp32)", U).add("text encoder + VAE", frozen)
-    e.add("sampling activations", max(act(2 * sample.batch_size, train=False),
-                                      vae_decode_activations(model, sample.batch_size) * dtype_bytes / 4))
+    key = (id(model), "vae", sample.batch_size, resolution)
+    if key not in _ACTIVATIONS:
+        _ACTIVATIONS[key] = vae_decode_activations(model, sample.batch_size)
+    e.add("sampling activations", max(act(2 * sample.batch_size, train=False), _ACTIVATIONS[key] * dtype_bytes / 4))
     out["eval"] = e
     return out
 
@@ -328,3 +356,90 @@ def harness_extra(model, dtype_bytes: int) -> Floor:
     return (Floor().add("cached original UNet (fp32)", 4 * sum(p.numel() for p in model.unet.parameters()))
             .add("cached original text encoder + VAE", te + _bytes(model.vae) * dtype_bytes / 4)
             .add("the cell's text encoder copy", te))
+
+
+_META: dict = {}
+
+
+def cell_floors(p, cell: tuple, resolution: int | None = None, dtype: str | None = None) -> dict[str, Floor]:
+    """``floors`` of ``cell`` (model, concept, method, attack, seed) of the plan ``p`` (relearnbench.runner.Plan),
+    with its plugins' resolved settings, at the model's resolution (or ``resolution``) and the run's dtype (or
+    ``dtype``), plus ``harness``: what the harness holds beside them (``harness_extra``)."""
+    from relearnbench.spec import DTYPES
+
+    model_name, _, method, attack, _ = cell
+    key = (model_name, p.model_config)
+    if key not in _META:
+        _META[key] = meta_model(model_name, p.model_config)
+    model = _META[key]
+    dtype_bytes = 4 if DTYPES.get(dtype or p.spec.dtype, dtype or p.spec.dtype) == "float32" else 2
+    out = floors(model, p.method(method, model_name), p.attack(attack, model_name), p.sample[p.scales[model_name]],
+                 dtype_bytes, checkpointing=p.unlearn.checkpointing if p.unlearn else False, resolution=resolution)
+    out["harness"] = harness_extra(model, dtype_bytes)
+    return out
+
+
+def cell_peak(f: dict[str, Floor]) -> float:
+    """The most a cell holds at once by the memory model: its largest stage's floor and the harness's share."""
+    return max(f[s].total for s in ("unlearn", "attack", "eval")) + f["harness"].total
+
+
+def free_bytes(device) -> float | None:
+    """What ``device`` has free now: CUDA's ``mem_get_info``, the CPU's ``MemAvailable`` (Linux); None if unknown."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        return float(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
+    except (OSError, StopIteration):
+        return None
+
+
+def estimates(p) -> dict[tuple, dict[str, Floor]]:
+    """``cell_floors`` of every cell of the plan ``p``; raises ``UnknownMemory`` where the model cannot say."""
+    try:
+        return {cell: cell_floors(p, cell) for cell in p.spec.cells()}
+    except Exception as e:  # a plugin's model or method the memory model does not know: no estimate, no failure
+        raise UnknownMemory(f"no memory estimate for this run ({type(e).__name__}: {e})") from e
+
+
+class UnknownMemory(Exception):
+    pass
+
+
+def estimate_lines(p) -> list[str]:
+    """``relearnbench run --dry-run``'s memory section: each cell's estimated peak and its stages' floors."""
+    lines = ["memory by the memory model (GB = 2^30 bytes; peak = the largest stage + what the harness holds "
+             "beside it; docs/gpu-memory.md):"]
+    try:
+        found = estimates(p)
+    except UnknownMemory as e:
+        return lines + [f"  {e}"]
+    for cell, f in found.items():
+        stages = ", ".join(f"{s} {f[s].total / GB:.2f}" for s in ("unlearn", "attack", "eval"))
+        lines.append(f"  {'/'.join(map(str, cell))}: ~{cell_peak(f) / GB:.2f} GB ({stages}, harness "
+                     f"{f['harness'].total / GB:.2f})")
+    return lines
+
+
+def preflight_warnings(p) -> list[str]:
+    """A line per cell whose estimated peak exceeds what the run's device has free now ([] when it fits or the
+    free memory is unknown), with the savings to try."""
+    free = free_bytes(p.spec.device)
+    if free is None:
+        return []
+    out = []
+    try:
+        found = estimates(p)
+    except UnknownMemory:
+        return []
+    for cell, f in found.items():
+        need = cell_peak(f)
+        if need > free:
+            out.append(f"cell {'/'.join(map(str, cell))} may need ~{need / GB:.1f} GB (the memory model) but "
+                       f"{p.spec.device} has {free / GB:.1f} GB free: it may run out of memory; try "
+                       "--set unlearn.checkpointing=true, smaller batch sizes (--set PLUGIN.batch_size=N, "
+                       "meta.forward_batch=N), or a larger device (docs/gpu-memory.md)")
+    return out

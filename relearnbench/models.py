@@ -271,9 +271,16 @@ def copy_model(model: Model, unet_state: dict | None = None) -> Model:
     """A copy whose UNet (and text encoder, which concept inversion edits) can be changed freely."""
     import copy
 
-    unet = copy.deepcopy(model.unet)
-    if unet_state is not None:
-        unet.load_state_dict(unet_state)
+    if unet_state is None:
+        unet = copy.deepcopy(model.unet)
+    else:  # the weights become the state's own tensors: no third UNet (original, copy, state) even for a moment
+        import torch
+
+        empty = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+                 for p in model.unet.parameters()}
+        unet = copy.deepcopy(model.unet, empty)
+        unet.load_state_dict(unet_state, assign=True)
+
     return dataclasses.replace(model, unet=unet, text_encoder=copy.deepcopy(model.text_encoder),
                                tokenizer=copy.deepcopy(model.tokenizer),
                                text_encoder_2=copy.deepcopy(model.text_encoder_2),

@@ -109,5 +109,9 @@ def describe_plan(spec) -> str:
         for (c, s), judge in p.judges.items():
             if s == scale:
                 lines.append(f"  judge of {c}: {judge.info()}")
+    if p.needs_model:
+        from relearnbench.memory import estimate_lines
+
+        lines += estimate_lines(p)
     lines.append("nothing was loaded or run (--dry-run)")
     return "\n".join(lines) + "\n"

@@ -28,6 +28,13 @@ def preflight(p) -> None:
     if problems:
         raise UserError(f"the run cannot start ({len(problems)} problem{'s' * (len(problems) > 1)}; "
                         "nothing was run or written):\n" + "\n".join(f"  - {x}" for x in problems))
+    if p.needs_model and spec.executor != "ray":  # a cell the memory model says will not fit: warn, run anyway
+        import sys
+
+        from relearnbench.memory import preflight_warnings
+
+        for warning in preflight_warnings(p):
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
 
 
 def device_problems(device: str, dtype: str, gpus: str = "") -> list[str]:

@@ -27,7 +27,7 @@ from relearnbench.spec import DTYPES, Spec, spec_dict
 from relearnbench.artifacts import Artifacts
 from relearnbench.store import Record, Store
 
-CORE_NAMESPACES = ("model", "concept", "sample", "generate")
+CORE_NAMESPACES = ("model", "concept", "sample", "generate", "unlearn")
 
 
 # -- the plan: every name, concept and config resolved before any work -----------------------------
@@ -43,6 +43,7 @@ class Plan:
     judges: dict[tuple, Any]  # (concept, scale) -> judge instance
     needs_model: bool = True
     curve_metrics: set = field(default_factory=set)  # metrics scored at intermediate curve points
+    unlearn: Any = None  # relearnbench.memory.UnlearnConfig (unlearn.*): how the trained UNet is held
 
     def method(self, name, model):
         return self.plugins[("methods", name, self.scales[model])]
@@ -97,7 +98,10 @@ def plan(spec: Spec) -> Plan:
         raise UserError(f"--set {unknown[0]}.*: no plugin in this run reads namespace {unknown[0]!r}; "
                         f"{near_misses(unknown[0], sorted(used))}")
     curve = {m for m in spec.metrics if METRICS.meta(m).get("curve", True)}
-    return Plan(spec, scales, model_config, concepts, sample, generate, plugins, judges, needs_model, curve)
+    from relearnbench.memory import UnlearnConfig
+
+    unlearn = make_config(UnlearnConfig, "unlearn", sets.get("unlearn", {}))
+    return Plan(spec, scales, model_config, concepts, sample, generate, plugins, judges, needs_model, curve, unlearn)
 
 
 _PLANS: dict[str, Plan] = {}
@@ -172,7 +176,7 @@ def context(p: Plan, model_name: str, concept: str, seed: int, artifacts: Artifa
     base = (lambda: copy_model(base_model(p, model_name))) if p.needs_model else None
     return Context(device=p.spec.device, dtype=p.spec.dtype, seed=seed, judge=p.judges.get((concept, scale)),
                    base=base, artifacts=artifacts, progress=progress, sample_config=p.sample[scale],
-                   generate_config=p.generate[scale])
+                   generate_config=p.generate[scale], checkpointing=p.unlearn.checkpointing)
 
 
 def evaluate_stage(p: Plan, model, concept_name: str, ctx: Context, stage: str, cell: dict,

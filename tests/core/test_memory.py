@@ -112,3 +112,75 @@ def test_a_larger_model_records_a_larger_peak_at_every_stage(tmp_path):
     assert list(table[table.model == "tiny"].stage) == ["pre", "post@0", "post@1", "post"]
     row = table[(table.model == WIDE) & (table.stage == "pre")].iloc[0]
     assert row["made by"] == "unlearn" and row.peak_gb == round(peaks[WIDE]["unlearn"] / 1024, 3)
+
+
+def _tiny_run(tmp_path, name: str, methods, extra: dict | None = None):
+    from relearnbench.executors import run_local
+    from relearnbench.spec import Spec
+    from relearnbench.store import Store
+
+    sets = {"sample": {"images_per_prompt": 1, "benign_images_per_prompt": 1, "steps": 2},
+            "esd": {"steps": 2, "batch_size": 2, "ddim_steps": 2},
+            "meta": {"steps": 2, "inner_steps": 2, "inner_batch": 2, "forget_images": 4, "retain_images": 2,
+                     "batch_size": 2},
+            "ft": {"curve": (0, 1), "batch_size": 2, "images_per_prompt": 1}, **(extra or {})}
+    spec = Spec(models=["tiny"], concepts=["triangle"], methods=methods, attacks=["ft"], metrics=["asr"],
+                sets=sets, jobs=1)
+    store = Store(tmp_path / name)
+    outcome = run_local(spec, store)
+    assert outcome.failed == 0, outcome.failures
+    df = store.records_frame().sort_values(["method", "stage", "metric"]).reset_index(drop=True)
+    store.close()
+    weights = {}
+    for f in sorted((tmp_path / name / "artifacts" / "unlearn").glob("*.safetensors")):
+        from safetensors.torch import load_file
+
+        weights[f.name] = load_file(str(f))
+    return df, weights
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_leaves_weights_and_records_equal(tmp_path):
+    """unlearn.checkpointing recomputes activations in backward: the same unlearned weights, bit for bit, and the
+    same records (ESD+meta: ESD's loss and the meta terms, whose θ' copy inherits it). Measured: 12 min with ESD and
+    ESD+meta on a loaded 2-core machine, hence slow."""
+    import torch
+
+    plain, w_plain = _tiny_run(tmp_path, "plain", ["esd-u-1+meta"])
+    saved, w_saved = _tiny_run(tmp_path, "checkpointed", ["esd-u-1+meta"], {"unlearn": {"checkpointing": True}})
+    assert w_plain.keys() == w_saved.keys() and len(w_plain) == 1  # the setting is no part of the artifact key
+    for name in w_plain:
+        assert all(torch.equal(w_plain[name][k], w_saved[name][k]) for k in w_plain[name]), name
+    assert plain[["method", "stage", "metric", "value", "lo", "hi"]].equals(
+        saved[["method", "stage", "metric", "value", "lo", "hi"]])
+
+
+def test_an_unlearned_model_loads_into_its_state_tensors_not_a_third_copy():
+    """runner._unlearned rebuilds the unlearned model from its saved state: the UNet's weights are the state's own
+    tensors (no deep copy of the original's weights beside them) and equal it bit for bit."""
+    import torch
+
+    from relearnbench.models import copy_model
+    from relearnbench.testing import tiny_model
+
+    base = tiny_model()
+    original = {k: v.clone() for k, v in base.unet.state_dict().items()}
+    state = {k: v + 1 for k, v in base.unet.state_dict().items()}
+    copy = copy_model(base, state)
+    for name, p in copy.unet.named_parameters():
+        assert p.data_ptr() == state[name].data_ptr() and not p.requires_grad
+    assert all(torch.equal(copy.unet.state_dict()[k], state[k]) for k in state)
+    assert all(torch.equal(v, original[k]) for k, v in base.unet.state_dict().items())  # the original untouched
+
+
+def test_the_memory_model_counts_the_full_size_architecture_without_allocating():
+    """SD-1.4's UNet, text encoder and VAE on the meta device: their published parameter counts; ESD-u's floor
+    holds the trained weights' gradients and AdamW state, ft's every weight's; a wider batch, more activations."""
+    from relearnbench.memory import GB, meta_model, unet_activations
+
+    model = meta_model("sd14-random")
+    counts = [sum(p.numel() for p in m.parameters()) for m in (model.unet, model.text_encoder, model.vae)]
+    assert counts == [859520964, 123060480, 83653863]
+    assert next(model.unet.parameters()).is_meta
+    one, two = unet_activations(model, 1, resolution=64), unet_activations(model, 2, resolution=64)
+    assert 0.9 < two / one / 2 < 1.1 and 0.01 < one / GB < 0.1  # linear in the batch; at 64 px, tens of MB

@@ -1,0 +1,191 @@
+"""What each cell kind of the ``paper-sd14`` grid needs in memory: the floor of its recipe from the memory model
+(relearnbench.memory: weights, gradients and AdamW state of what trains, frozen copies in their dtype, and
+activations counted on torch's ``meta`` device with the real SD-1.4 UNet, text encoder and VAE), at 512 px
+for a GPU, and beside it the peak measured by running the same cells with a step or two on a small model.
+
+    python benchmarks/memory.py                       # the floors at 512 px, bf16 and the grid's dtype (~1 min)
+    python benchmarks/memory.py --model tiny          # and each cell measured on the tiny model (minutes)
+    python benchmarks/memory.py --model toy
+    python benchmarks/memory.py --model sd14-random --set model.resolution=64    # a quiet machine, >= 24 GB free
+    python benchmarks/memory.py --set unlearn.checkpointing=true ...              # a saving's floor
+
+Floors: per stage (unlearn, attack, evaluation), plus what the harness holds beside them (the original model,
+cached between cells, and the cell's own text encoder copy); a cell's peak is its largest stage's floor plus that.
+Activations: what one UNet forward pass leaves for backward at the recipe's largest batch with a graph, counted
+with fused attention (CUDA's flash / memory-efficient kernels, the CPU's flash kernel: no L x S attention matrix);
+backward's transient buffers (about one layer's) are not counted; sampling: the most alive at once during one
+guided UNet call at sample.batch_size x 2 or the VAE decoding sample.batch_size images, whichever is larger.
+
+Measured (``--model``): every cell of the grid on that model at its resolution, in float32 on the CPU, with 1-2
+steps everywhere and asr alone (concept triangle), in this process; a stage's figure is its recorded peak (the
+process's resident high-water mark within the stage) less the process's resident size before any model was
+built (``baseline``: Python, torch, diffusers). Overhead = measured - floor - harness, as a share of the floor.
+On the tiny and toy models the allocator's and the libraries' own megabytes dominate the overhead; the
+sd14-random column is the one that tests the model, and needs ~20 GB free and a machine nobody else is using.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+
+# each namespace's steps cut to 1-2 for the measured column (tests/toy/test_sd14_random.py's, and the newer plugins')
+STEPS = {
+    "sample": ["steps=2", "images_per_prompt=1", "benign_images_per_prompt=1"],
+    "esd": ["steps=1", "ddim_steps=2", "images=2"],
+    "sdd": ["steps=1", "ddim_steps=2"],
+    "meta": ["steps=1", "inner_steps=1", "forget_images=4", "retain_images=2", "term_batches=1"],
+    "ft": ["curve=0,1", "images_per_prompt=1"], "ft_clean": ["curve=0,1", "images_per_prompt=1"],
+    "ft_one": ["curve=0,1", "images_per_prompt=2"],
+    "unlearndiffatk": ["iterations=1", "timesteps=1"],
+    "asr": ["bootstrap=10"],
+}
+
+
+STAGES = ("unlearn", "attack", "eval")
+# the opt-in savings that leave the numbers as they are (up to float order): recompute the trained UNet's activations
+# in backward, and meta's terms one image per UNet call (its published batch of 10 images is a sum of per-image losses)
+SAVINGS = ["unlearn.checkpointing=true", "meta.forward_batch=1"]
+FITS = 0.9  # of a card's memory usable by tensors: CUDA's context and the caching allocator's fragmentation take the rest
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    from relearnbench.config import parse_sets as parse
+
+    return parse(pairs)
+
+
+def spec_for(grid: dict, model: str | None, extra: list[str]):
+    """The grid as a spec: its methods and attacks, concept triangle (the memory model reads no prompt), on
+    ``model`` with its steps cut (``STEPS``), or on the grid's own model for the floors alone."""
+    from relearnbench.errors import UserError
+    from relearnbench.runner import cached_plan
+    from relearnbench.spec import build_spec
+
+    grid = {**grid, "concepts": ["triangle"], "seeds": [0]}
+    sets = list(extra)
+    if model:
+        grid.update(models=[model], metrics=["asr"], device="cpu", dtype="float32", jobs=1, set={})
+        sets = [f"{ns}.{kv}" for ns, kvs in STEPS.items() for kv in kvs] + sets
+    while True:  # a --set of a namespace no plugin of this grid reads is an error: drop those of STEPS
+        spec = build_spec(grid, {}, parse_sets(sets))
+        try:
+            return spec, cached_plan(spec)
+        except UserError as e:
+            ns = str(e).partition("--set ")[2].partition(".*")[0]
+            if not ns or not any(s.startswith(ns + ".") for s in sets) or ns not in STEPS:
+                raise
+            sets = [s for s in sets if not s.startswith(ns + ".")]
+
+
+def floor_rows(p, cells, dtype: str | None, resolution: int | None = None) -> list[dict]:
+    from relearnbench.memory import GB, cell_floors, cell_peak
+
+    rows = []
+    for cell in cells:
+        f = cell_floors(p, cell, resolution=resolution, dtype=dtype)
+        rows.append({"method": cell[2], "attack": cell[3], **{f"{s}_gb": f[s].total / GB for s in STAGES},
+                     "harness_gb": f["harness"].total / GB, "peak_gb": cell_peak(f) / GB, "floors": f})
+    return rows
+
+
+def fits(gb: float) -> str:
+    """The smallest of the usual cards (24, 40, 80 GB) whose memory holds ``gb``, FITS of it usable."""
+    return next((f"{g}" for g in (24, 40, 80) if gb <= FITS * g), "> 80")
+
+
+def print_floors(rows: list[dict], title: str) -> None:
+    """Each method's unlearning floor, each attack's, the evaluation's, then each cell's peak (method x attack)."""
+    print(f"\n{title}\n")
+    methods, attacks = list(dict.fromkeys(r["method"] for r in rows)), list(dict.fromkeys(r["attack"] for r in rows))
+    first = {k: next(r for r in rows if r[k.split(":")[0]] == k.split(":")[1])
+             for k in [f"method:{m}" for m in methods] + [f"attack:{a}" for a in attacks]}
+    print("| stage | floor GB | what it holds (GB) |\n| --- | ---: | --- |")
+    for m in methods:
+        f = first[f"method:{m}"]["floors"]["unlearn"]
+        print(f"| unlearn {m} | {f.total / 2 ** 30:.1f} | {_parts(f)} |")
+    for a in attacks:
+        f = first[f"attack:{a}"]["floors"]["attack"]
+        print(f"| attack {a} | {f.total / 2 ** 30:.1f} | {_parts(f)} |")
+    for name in ("eval", "harness"):
+        f = rows[0]["floors"][name]
+        print(f"| {'evaluation' if name == 'eval' else 'harness (beside every stage)'} | {f.total / 2 ** 30:.1f} | "
+              f"{_parts(f)} |")
+    peak = {(r["method"], r["attack"]): r["peak_gb"] for r in rows}
+    print("\ncell peak GB (largest stage + harness) and the smallest card of 24 / 40 / 80 GB it fits:\n")
+    print("| method | " + " | ".join(attacks) + " |\n| --- |" + " ---: |" * len(attacks))
+    for m in methods:
+        print(f"| {m} | " + " | ".join(f"{peak[(m, a)]:.1f} ({fits(peak[(m, a)])})" if (m, a) in peak else "-"
+                                       for a in attacks) + " |")
+
+
+def _parts(f) -> str:
+    return ", ".join(f"{k} {v / 2 ** 30:.1f}" for k, v in f.parts.items())
+
+
+def measure_grid(spec, p, model: str) -> None:
+    """Run the grid on ``model`` in this process and print each stage's measured peak beside its floor."""
+    from relearnbench.executors import run_local
+    from relearnbench.memory import GB, peak_rss_mb, reset_peak
+    from relearnbench.store import Store
+
+    import torch  # noqa: F401  (the libraries' own memory belongs to the baseline)
+    import diffusers  # noqa: F401
+    import transformers  # noqa: F401
+
+    reset_peak()
+    baseline = peak_rss_mb()
+    out = tempfile.mkdtemp(prefix="relearnbench-memory-")
+    store = Store(out)
+    outcome = run_local(spec, store)
+    df = store.records_frame()
+    store.close()
+    if outcome.failed:
+        print(f"{outcome.failed} cells failed: {outcome.failures[:3]}", file=sys.stderr)
+    cells = [c for c in spec.cells() if c not in {f[0] for f in outcome.failures}]
+    rows = floor_rows(p, cells, "float32", p.model_config.resolution or None)
+    print(f"\nmeasured on {model} ({out}), float32, CPU; baseline (resident before any model) {baseline / 1024:.2f} GB;"
+          " GB = 2^30 bytes\n")
+    print("| method | attack | stage | floor | + harness | measured - baseline | overhead |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        g = df[(df.method == r["method"]) & (df.attack == r["attack"])]
+        if g.empty:
+            continue
+        measured = {"unlearn": g[g.stage == "pre"].peak_mb.max(), "attack": g[g.stage != "pre"].peak_mb.max(),
+                    "eval": g.eval_peak_mb.max()}
+        for stage in STAGES:
+            floor, harness = r[f"{stage}_gb"], r["harness_gb"]
+            got = (measured[stage] - baseline) / 1024
+            over = got - floor - harness
+            print(f"| {r['method']} | {r['attack']} | {stage} | {floor:.3f} | {harness:.3f} | {got:.3f} | "
+                  f"{over:+.3f} ({over / floor:+.0%}) |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--grid", default="paper-sd14")
+    ap.add_argument("--model", default="", help="also run every cell on this model and print the measured peaks "
+                                                "(tiny, toy; sd14-random on a quiet machine with ~20 GB free)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="NAMESPACE.KEY=VALUE, as relearnbench run")
+    args = ap.parse_args()
+
+    from relearnbench.spec import load_grid
+
+    grid = load_grid(args.grid)
+    spec, p = spec_for(grid, None, args.sets)
+    cells = sorted({(c[0], c[1], c[2], c[3], c[4]) for c in spec.cells()}, key=list(spec.cells()).index)
+    print_floors(floor_rows(p, cells, "bf16"), f"{args.grid}: the floor of each cell at 512 px, --dtype bf16 (GB = 2^30 "
+                                               "bytes; trained UNet weights, gradients and AdamW state in float32)")
+    if spec.dtype not in ("bf16", "bfloat16"):
+        print_floors(floor_rows(p, cells, spec.dtype), f"{args.grid}: the same at the grid's --dtype {spec.dtype}")
+    sspec, sp = spec_for(grid, None, SAVINGS + args.sets)
+    print_floors(floor_rows(sp, cells, "bf16"), f"{args.grid}: at 512 px, bf16, with the savings {' '.join(SAVINGS)}")
+    if args.model:
+        mspec, mp = spec_for(grid, args.model, args.sets)
+        measure_grid(mspec, mp, args.model)
+
+
+if __name__ == "__main__":
+    main()
