@@ -9,15 +9,16 @@ import pytest
 import torch
 
 from relearnbench.registry import ATTACKS
-from relearnbench.testing import tiny_model
+from relearnbench.testing import TINY_MODELS, tiny_model
 
 NAMES = [n for n in ATTACKS.list() if n != "dummy"]
 
 
+@pytest.mark.parametrize("arch", TINY_MODELS)  # every attack on SD-1.x and SDXL alike, no per-model branch
 @pytest.mark.parametrize("name", NAMES)
-def test_attack_runs_and_follows_the_evaluate_protocol(name, concept, build, make_ctx, recorder):
+def test_attack_runs_and_follows_the_evaluate_protocol(name, arch, concept, build, make_ctx, recorder):
     attack = build(name)
-    model = tiny_model()
+    model = TINY_MODELS[arch]()
     rec = recorder()
     attack.run(model, concept, make_ctx(), rec)
 
@@ -45,7 +46,7 @@ def test_attack_runs_and_follows_the_evaluate_protocol(name, concept, build, mak
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("scale", ["toy", "sd14"])
+@pytest.mark.parametrize("scale", ["toy", "sd14", "sd21", "sdxl"])
 def test_presets_resolve(name, scale):
     from relearnbench.config import instantiate
 

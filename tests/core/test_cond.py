@@ -154,3 +154,16 @@ def test_an_sdxl_folder_loads_as_sdxl(tmp_path):
     assert missing_files(str(tmp_path / "xl"), ModelConfig()) == []
     (tmp_path / "xl" / "text_encoder_2" / "config.json").unlink()
     assert any("text_encoder_2/config.json" in line for line in missing_files(str(tmp_path / "xl"), ModelConfig()))
+
+
+def test_esd_u_leaves_sdxl_added_embedding_alone():
+    """ESD-u trains neither the time embedding nor SDXL's added (pooled text, time ids) embedding, as ESD's SDXL
+    script leaves out its "emb" modules; ESD-x trains the cross-attention only, here 80 features wide."""
+    from relearnbench.methods.common import trainable
+
+    unet = tiny_sdxl().unet
+    u = [n for n, _ in trainable(unet, "u")]
+    assert u and not any(n.startswith(("add_embedding.", "time_embedding.")) or ".attn2." in n for n in u)
+    x = dict(trainable(unet, "x"))
+    assert x and all(".attn2." in n for n in x)
+    assert any(p.shape[-1] == 80 for n, p in x.items() if n.endswith("to_k.weight"))

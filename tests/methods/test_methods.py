@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from relearnbench.registry import METHODS
-from relearnbench.testing import context, tiny_concept, tiny_model
+from relearnbench.testing import TINY_MODELS, context, tiny_concept, tiny_model
 
 # checkpoint loads a file the user names: tests/methods/test_checkpoint.py gives it one
 BASES = [n for n in METHODS.list() if n not in ("dummy", "checkpoint")]
@@ -15,10 +15,11 @@ BASES = [n for n in METHODS.list() if n not in ("dummy", "checkpoint")]
 WRAPPED = [f"{n}+{s}" for n in BASES if not n.endswith("-3") for s in ("meta", "retain")]
 
 
+@pytest.mark.parametrize("arch", TINY_MODELS)  # every method on SD-1.x and SDXL alike, no per-model branch
 @pytest.mark.parametrize("name", BASES + WRAPPED)
-def test_method_changes_the_unet(name, build, ctx, unet_state):
+def test_method_changes_the_unet(name, arch, build, ctx, unet_state):
     method = build(name)
-    model = tiny_model()
+    model = TINY_MODELS[arch]()
     before = unet_state(model)
     method.unlearn(model, tiny_concept(), ctx)
     after = unet_state(model)
@@ -37,7 +38,7 @@ def test_method_changes_the_unet(name, build, ctx, unet_state):
 
 
 @pytest.mark.parametrize("name", BASES + WRAPPED)
-@pytest.mark.parametrize("scale", ["toy", "sd14"])
+@pytest.mark.parametrize("scale", ["toy", "sd14", "sd21", "sdxl"])
 def test_presets_resolve(name, scale):
     from relearnbench.config import build
 

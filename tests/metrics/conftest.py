@@ -97,6 +97,20 @@ def tiny_eval(toy_judge, concept):
 
 
 @pytest.fixture(scope="session")
+def tiny_evals(toy_judge, concept):
+    """tiny_evals(arch): one Evaluation of each tiny random model (relearnbench.testing.TINY_MODELS), sampled once."""
+    from relearnbench.testing import TINY_MODELS
+
+    made = {}
+
+    def of(arch):
+        if arch not in made:
+            made[arch] = Evaluation(TINY_MODELS[arch](), concept, _make_ctx(toy_judge), "pre")
+        return made[arch]
+    return of
+
+
+@pytest.fixture(scope="session")
 def world_images():
     """world_images(prompts, n, seed=0) -> (images, texts, prompt index): real renders."""
     return _world_images

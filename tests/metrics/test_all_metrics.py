@@ -6,10 +6,13 @@ import pytest
 
 from relearnbench.config import instantiate
 from relearnbench.registry import METRICS
+from relearnbench.testing import TINY_MODELS
 
 
+@pytest.mark.parametrize("arch", TINY_MODELS)  # every metric on SD-1.x and SDXL alike
 @pytest.mark.parametrize("name", METRICS.list())
-def test_metric_computes_finite_scores(name, tiny_eval, request):
+def test_metric_computes_finite_scores(name, arch, tiny_evals, request):
+    tiny_eval = tiny_evals(arch)
     cls = METRICS.get(name)
     if not cls.needs_model:
         pytest.skip(f"{name} is a torch-free harness stand-in")
