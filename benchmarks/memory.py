@@ -47,7 +47,7 @@ STAGES = ("unlearn", "attack", "eval")
 # the opt-in savings that leave the numbers as they are (up to float order): recompute the trained UNet's activations
 # in backward, and meta's terms one image per UNet call (its published batch of 10 images is a sum of per-image losses)
 SAVINGS = ["unlearn.checkpointing=true", "meta.forward_batch=1"]
-FITS = 0.9  # of a card's memory usable by tensors: CUDA's context and the caching allocator's fragmentation take the rest
+FITS = 0.9  # of a card's memory usable by tensors: CUDA's context and the allocator's fragmentation take the rest
 
 
 def parse_sets(pairs: list[str]) -> dict:
@@ -176,8 +176,9 @@ def main():
     grid = load_grid(args.grid)
     spec, p = spec_for(grid, None, args.sets)
     cells = sorted({(c[0], c[1], c[2], c[3], c[4]) for c in spec.cells()}, key=list(spec.cells()).index)
-    print_floors(floor_rows(p, cells, "bf16"), f"{args.grid}: the floor of each cell at 512 px, --dtype bf16 (GB = 2^30 "
-                                               "bytes; trained UNet weights, gradients and AdamW state in float32)")
+    print_floors(floor_rows(p, cells, "bf16"),
+                 f"{args.grid}: the floor of each cell at 512 px, --dtype bf16 (GB = 2^30 bytes; trained UNet "
+                 "weights, gradients and AdamW state in float32)")
     if spec.dtype not in ("bf16", "bfloat16"):
         print_floors(floor_rows(p, cells, spec.dtype), f"{args.grid}: the same at the grid's --dtype {spec.dtype}")
     sspec, sp = spec_for(grid, None, SAVINGS + args.sets)

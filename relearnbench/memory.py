@@ -397,10 +397,12 @@ def free_bytes(device) -> float | None:
         return None
 
 
-def estimates(p) -> dict[tuple, dict[str, Floor]]:
-    """``cell_floors`` of every cell of the plan ``p``; raises ``UnknownMemory`` where the model cannot say."""
+def estimates(p, scales=None) -> dict[tuple, dict[str, Floor]]:
+    """``cell_floors`` of every cell of the plan ``p`` (of its models at ``scales`` only, when given); raises
+    ``UnknownMemory`` where the model cannot say."""
     try:
-        return {cell: cell_floors(p, cell) for cell in p.spec.cells()}
+        return {cell: cell_floors(p, cell) for cell in p.spec.cells()
+                if scales is None or p.scales[cell[0]] in scales}
     except Exception as e:  # a plugin's model or method the memory model does not know: no estimate, no failure
         raise UnknownMemory(f"no memory estimate for this run ({type(e).__name__}: {e})") from e
 
@@ -426,13 +428,15 @@ def estimate_lines(p) -> list[str]:
 
 def preflight_warnings(p) -> list[str]:
     """A line per cell whose estimated peak exceeds what the run's device has free now ([] when it fits or the
-    free memory is unknown), with the savings to try."""
+    free memory is unknown), with the savings to try. Models at the toy presets (toy, tiny: megabytes) are not
+    estimated, which keeps their runs' start as fast as it was."""
     free = free_bytes(p.spec.device)
-    if free is None:
+    big = {s for s in p.scales.values() if s != "toy"}
+    if free is None or not big:
         return []
     out = []
     try:
-        found = estimates(p)
+        found = estimates(p, big)
     except UnknownMemory:
         return []
     for cell, f in found.items():

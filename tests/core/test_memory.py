@@ -184,3 +184,24 @@ def test_the_memory_model_counts_the_full_size_architecture_without_allocating()
     assert next(model.unet.parameters()).is_meta
     one, two = unet_activations(model, 1, resolution=64), unet_activations(model, 2, resolution=64)
     assert 0.9 < two / one / 2 < 1.1 and 0.01 < one / GB < 0.1  # linear in the batch; at 64 px, tens of MB
+
+
+def test_the_preflight_warns_of_a_cell_larger_than_the_free_memory(monkeypatch, capsys):
+    """sd14-random's ft cell needs ~20 GB by the model: with 1 GB free the preflight names it (and runs on); a toy
+    model's run is not estimated at all."""
+    import relearnbench.memory as memory
+    from relearnbench.preflight import preflight
+    from relearnbench.runner import plan
+    from relearnbench.spec import Spec
+
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 2 ** 30)
+    big = plan(Spec(models=["sd14-random"], concepts=["triangle"], methods=["none"], attacks=["none", "ft"],
+                    metrics=["asr"], sets={"model": {"resolution": 64}}))
+    warnings = memory.preflight_warnings(big)
+    assert len(warnings) == 2 and "sd14-random/triangle/none/ft/0 may need ~" in warnings[1]
+    ft = float(warnings[1].partition("may need ~")[2].split()[0])
+    assert 16 < ft < 24 and "1.0 GB free" in warnings[1]  # 3.2 GB a float32 UNet: weights, gradients, AdamW, cache
+    preflight(big)
+    assert "warning: cell sd14-random/triangle/none/ft/0" in capsys.readouterr().err
+    toy = plan(Spec(models=["toy"], concepts=["triangle"], methods=["none"], attacks=["ft"], metrics=["asr"]))
+    assert memory.preflight_warnings(toy) == []
