@@ -138,7 +138,8 @@ def concept_name(key: str, config: dict) -> str:
     if not key.endswith(".toml"):
         return key
     try:
-        return tomllib.loads(pathlib.Path(config.get("concept") or key).read_text()).get("name") or pathlib.Path(key).stem
+        data = tomllib.loads(pathlib.Path(config.get("concept") or key).read_text())
+        return data.get("name") or pathlib.Path(key).stem
     except (OSError, tomllib.TOMLDecodeError):
         return pathlib.Path(key).stem
 

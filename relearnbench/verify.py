@@ -131,6 +131,6 @@ def _check_sheets(db: sqlite3.Connection, bad: set[str], report: Report, repair:
             shown.setdefault(image, set()).add("/".join(map(str, cell)))
     for image, cells in sorted(shown.items()):
         for name in sorted(cells):
-            report.problems.append(f"cell {name}: its report image artifacts/{image} is damaged "
-                                   f"({'moved away' if repair else 'the report should leave it out'}; "
-                                   "the cell's numbers do not depend on it)")
+            moved = "moved away" if repair else "--repair moves it away"
+            report.problems.append(f"cell {name}: its report image artifacts/{image} is damaged ({moved}, and the "
+                                   "report leaves it out; the cell's numbers do not depend on it)")

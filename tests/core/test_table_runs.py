@@ -186,3 +186,22 @@ def test_model_card_of_a_pre_stage_names_no_attack_cell_and_has_no_nan():
     (metric,) = yaml.safe_load(header)["model-index"][0]["results"][0]["metrics"]
     assert metric["value"] == 12.5 and metric["args"] == {"n": 64}  # no interval: none written
     assert "the unlearned model of `toy/triangle/esd`, seed 0" in text and "None" not in text.split("---", 2)[2]
+
+
+@pytest.mark.slow
+def test_verify_names_the_cell_of_a_damaged_report_image_and_repair_exits_0(tmp_path, run_cli):
+    run = tmp_path / "run"
+    run_cli("run", "--concepts", "triangle", "--methods", "none", "--attacks", "none", "--metrics", "asr", "--set",
+            "sample.images_per_prompt=1", "--quiet", "--out", run, check=True)
+    (image,) = (run / "artifacts" / "images").glob("*.png")
+    data = bytearray(image.read_bytes())
+    data[100] ^= 0xFF
+    image.write_bytes(data)
+    name = f"artifacts/images/{image.name}"
+    found = run_cli("verify", run)
+    assert found.returncode == 1
+    assert f"cell toy/triangle/none/none/0: its report image {name} is damaged" in found.stdout
+    repaired = run_cli("verify", run, "--repair")
+    assert repaired.returncode == 0 and repaired.stdout.splitlines()[-1] == f"2 problems in {run}, all repaired"
+    assert "a sum whose file is gone" not in repaired.stdout  # the sum moved with its image: no problem of its own
+    assert run_cli("verify", run).stdout == "ok\n"
