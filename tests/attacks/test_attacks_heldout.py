@@ -10,11 +10,11 @@ import pytest
 
 from relearnbench.concepts import normalise
 from relearnbench.registry import ATTACKS
-from relearnbench.testing import DataSpy, tiny_model
+from relearnbench.testing import TINY_MODELS, DataSpy
 
 
-def spied(name, concept, build, make_ctx, judge, monkeypatch):
-    model = tiny_model()
+def spied(name, concept, build, make_ctx, judge, monkeypatch, arch="tiny"):
+    model = TINY_MODELS[arch]()
     spy = DataSpy(monkeypatch, model.tokenizer)
 
     def evaluate(step=None, forget_prompts=None, final=True, images=None):
@@ -24,11 +24,12 @@ def spied(name, concept, build, make_ctx, judge, monkeypatch):
     return spy
 
 
+@pytest.mark.parametrize("arch", TINY_MODELS)
 @pytest.mark.parametrize("name", ATTACKS.list())
-def test_no_attack_trains_on_an_eval_prompt(name, concept, build, make_ctx, judge, monkeypatch):
+def test_no_attack_trains_on_an_eval_prompt(name, arch, concept, build, make_ctx, judge, monkeypatch):
     forget, benign = {normalise(t) for t in concept.forget_texts}, {normalise(t) for t in concept.benign}
     train, attack = ({normalise(t) for t in concept.roles()[r]} for r in ("train", "attack"))
-    spy = spied(name, concept, build, make_ctx, judge, monkeypatch)
+    spy = spied(name, concept, build, make_ctx, judge, monkeypatch, arch)
     texts, drawn = {normalise(t) for t in spy.texts}, {normalise(t) for t in spy.rendered}
     allowed = forget if ATTACKS.get(name).reads_eval_prompts else set()
     assert not (texts - allowed) & (forget | benign), f"{name} encoded eval prompts {sorted(texts & (forget | benign))}"
