@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 
+from relearnbench.api import Metric, Score
 from relearnbench.registry import ATTACKS, METHODS, METRICS
 
 # the esd-*-3 presets differ from esd-*-1 only by a number; each wrapper once, around each method family
@@ -61,3 +62,42 @@ def test_bf16_runs_every_plugin_on_cpu(kind, tmp_path, run_cli):
     assert {st for _, _, st, _ in cells} == {"done"}
     assert all(json.loads(cfg)["dtype"] == "bf16" for *_, cfg in cells)
     assert recorded == set(metrics)
+
+
+class Dtypes(Metric):
+    """the evaluated model's parameter dtypes (in its info); value: its forget images' mean brightness"""
+
+    config_name = "dtypes"
+
+    def compute(self, ev):
+        images, _, _ = ev.images("forget")
+        parts = {k: str(next(getattr(ev.model, k).parameters()).dtype) for k in ("unet", "text_encoder", "vae")}
+        return [Score("dtypes", float(images.float().mean()), n=len(images), info={"parts": parts})]
+
+
+def test_bf16_casts_the_frozen_parts_only_and_moves_the_images_a_little(tmp_path, monkeypatch):
+    """Inside a run (in this process: one job), as the evaluation sees each model: text encoder and VAE in
+    bfloat16, the UNet (esd's trained one too) in float32; all float32 without --dtype. The original model's
+    forget images have a mean brightness within 0.02 of the float32 run's, and not equal to it (were --dtype
+    ignored, it would be equal)."""
+    from relearnbench.launch import execute
+    from relearnbench.registry import METRICS, Entry
+    from relearnbench.spec import build_spec
+
+    METRICS.names()  # entry points loaded first, then ours for this test only
+    monkeypatch.setitem(METRICS._entries, "dtypes", Entry("dtypes", Dtypes, "", {"higher_is_better": True}))
+    sample = {"images_per_prompt": 1, "benign_images_per_prompt": 1, "steps": 2}
+    runs = {}
+    for dtype, methods in (("float32", "none"), ("bf16", "none,esd")):
+        flags = {"models": "tiny", "concepts": "triangle", "methods": methods, "attacks": "none", "metrics": "dtypes",
+                 "dtype": dtype, "jobs": 1}
+        sets = {"sample": sample, **({"esd": dict(steps=2, batch_size=2, ddim_steps=4, images=4)} if "esd" in methods else {})}
+        execute(build_spec(None, flags, sets), tmp_path / dtype, quiet=True)
+        with sqlite3.connect(tmp_path / dtype / "results.sqlite") as db:
+            rows = db.execute("SELECT method, value, info FROM records WHERE metric = 'dtypes' AND stage = 'pre'")
+            runs.update({(dtype, m): (v, json.loads(info)["parts"]) for m, v, info in rows})
+    bf16 = {"unet": "torch.float32", "text_encoder": "torch.bfloat16", "vae": "torch.bfloat16"}
+    assert runs["float32", "none"][1] == {"unet": "torch.float32", "text_encoder": "torch.float32", "vae": "torch.float32"}
+    assert runs["bf16", "none"][1] == runs["bf16", "esd"][1] == bf16
+    (full, _), (half, _) = runs["float32", "none"], runs["bf16", "none"]
+    assert half != full and abs(half - full) < 0.02, runs
