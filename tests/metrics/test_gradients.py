@@ -61,14 +61,15 @@ def _direct_gradient(model, prompts, n, seed, t, noise_seed):
     tt = torch.full((n,), t, dtype=torch.long)
     x_t = model.scheduler.add_noise(x0, noise, tt)
     params = list(model.unet.parameters())
+    was = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(True)
     try:
         loss = ((model.unet(x_t, tt, encoder_hidden_states=c).sample - noise) ** 2).mean()
         return [g.double() for g in torch.autograd.grad(loss, params)]
     finally:
-        for p in params:
-            p.requires_grad_(False)
+        for p, w in zip(params, was):
+            p.requires_grad_(w)
 
 
 def test_one_timestep_one_batch_is_a_direct_autograd_computation(tiny, concept, make_ctx):
