@@ -121,9 +121,16 @@ def meta_model(name: str, config=None, dtype=None):
 
     config = config or ModelConfig()
     if _loader(name) in (None, "load_sd", "load_sd_random"):  # SD-1.x: one architecture, built on meta
-        with torch.device("meta"):
-            return load_sd_random(name, dataclasses.replace(config, path=""), {"preset": "sd14"}, device="meta",
-                                  dtype=dtype)
+        from diffusers.utils import logging as diffusers_logging
+
+        level = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()  # not its note on casting the VAE: nothing is cast on meta
+        try:
+            with torch.device("meta"):
+                return load_sd_random(name, dataclasses.replace(config, path=""), {"preset": "sd14"}, device="meta",
+                                      dtype=dtype)
+        finally:
+            diffusers_logging.set_verbosity(level)
     model = load_model(name, config, device="cpu", dtype=dtype)  # toy, tiny, a plugin's: loaded, then moved
     for module in (model.unet, model.text_encoder, model.vae):
         module.to("meta")
