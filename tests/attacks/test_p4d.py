@@ -22,7 +22,8 @@ def test_layouts_of_p4d_n_and_p4d_k(build):
 
 def test_nearest_tokens_by_cosine():
     table = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -10.0]])  # the scale of a row does not count
-    assert nearest_tokens(torch.tensor([[5.0, 0.1], [0.1, -3.0], [0.2, 0.3], [-2.0, 1.0]]), table).tolist() == [0, 3, 1, 2]
+    queries = torch.tensor([[5.0, 0.1], [0.1, -3.0], [0.2, 0.3], [-2.0, 1.0]])
+    assert nearest_tokens(queries, table).tolist() == [0, 3, 1, 2]
 
 
 def test_the_objective_is_zero_when_p_star_is_p_on_the_original_model(build):

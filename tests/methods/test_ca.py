@@ -13,7 +13,7 @@ SMALL = dict(steps=3, batch_size=2, images=4, weight_decay=0.0)
 
 
 def test_model_based_loss_is_zero_when_the_concept_is_its_anchor(build, ctx):
-    """sg[ε_θ(x_t, c*)] against ε_θ(x_t, c) with c = c*: nothing to ablate. The noise-based target does not vanish."""
+    """sg[ε_θ(x_t, c*)] against ε_θ(x_t, c) with c = c*: nothing to ablate. The noise target does not vanish."""
     concept = dataclasses.replace(tiny_concept(), train=("a shape",))  # the train prompt is the anchor itself
     model = tiny_model()
     ca = build("ca", ca=SMALL)
