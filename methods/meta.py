@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 from relearnbench import seeds
 from relearnbench.api import Concept, Context, LossMethod, Method, Model
-from relearnbench.diffusion import denoising_loss, noised, predict
+from relearnbench.diffusion import Cond, denoising_loss, noised, predict
 from relearnbench.config import preset_path
 from relearnbench.errors import UserError
 from relearnbench.methods import meta_order2 as order2
@@ -237,7 +237,7 @@ class Meta(LossMethod):
                     parts.append((w, cond, *noised(model, x0, g, tt)))
         for group in _groups(parts, c.forward_batch):
             w, cond, x_t, t, target = zip(*group)
-            pred = predict(unet, torch.cat(x_t), torch.cat(t), torch.cat(cond)).split([x.shape[0] for x in x_t])
+            pred = predict(unet, torch.cat(x_t), torch.cat(t), Cond.cat(cond)).split([x.shape[0] for x in x_t])
             yield sum(wi * F.mse_loss(p, tg) for wi, p, tg in zip(w, pred, target))
 
     # -- order 1: the authors' procedure -----------------------------------------------------------
@@ -317,3 +317,4 @@ def _groups(parts: list, limit: int) -> Iterator[list]:
         size += n
     if group:
         yield group
+

@@ -33,12 +33,12 @@ def register_all():
                              description=f"ESD-{train} with negative guidance {eta}")
     METHODS.register("salun", f"{M}.salun:SalUn", description="Saliency Unlearning (Fan et al. 2024): masked remapping loss")
     METHODS.register("uce", f"{M}.uce:UCE", description="Unified Concept Editing (Gandikota et al. 2024), closed form")
+    METHODS.register("ca", f"{M}.ca:CA", description="Concept Ablation (Kumari et al. 2023): the concept's prediction matched to the anchor's")
+    METHODS.register("fmn", f"{M}.fmn:FMN", description="Forget-Me-Not (Zhang et al. 2023): the concept tokens' cross-attention driven to zero")
     METHODS.register("sdd", f"{M}.sdd:SDD",
                      description="Safe self-Distillation Diffusion (Kim et al. 2023): concept distilled to the empty prompt, EMA teacher")
     METHODS.register("rece", f"{M}.rece:RECE",
                      description="Reliable and Efficient Concept Erasure (Gong et al. 2024): UCE, then closed-form adversarial rounds")
-    METHODS.register("ca", f"{M}.ca:CA", description="Concept Ablation (Kumari et al. 2023): the concept's prediction matched to the anchor's")
-    METHODS.register("fmn", f"{M}.fmn:FMN", description="Forget-Me-Not (Zhang et al. 2023): the concept tokens' cross-attention driven to zero")
     METHODS.register("checkpoint", f"{M}.checkpoint:Checkpoint",
                      description="an erased UNet made elsewhere: --set checkpoint.path=P (checkpoint@NAME for several)")
     METHODS.add_wrapper("meta", f"{M}.meta:Meta",
@@ -125,4 +125,3 @@ def register_all():
                     description="a tiny random-weight SDXL architecture: two text encoders, added time ids (tests)")
     if os.environ.get(FAKES) == "1":
         register_fakes()
-

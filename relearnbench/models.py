@@ -280,7 +280,6 @@ def copy_model(model: Model, unet_state: dict | None = None) -> Model:
                  for p in model.unet.parameters()}
         unet = copy.deepcopy(model.unet, empty)
         unet.load_state_dict(unet_state, assign=True)
-
     return dataclasses.replace(model, unet=unet, text_encoder=copy.deepcopy(model.text_encoder),
                                tokenizer=copy.deepcopy(model.tokenizer),
                                text_encoder_2=copy.deepcopy(model.text_encoder_2),

@@ -27,6 +27,10 @@ TINY = {
     **{a: ["curve=0,1", "batch_size=2", "images_per_prompt=1"] for a in ("ft", "ft_one", "ft_clean", "ft_adaptive", "lora")},
     "unlearndiffatk": ["k=2", "timesteps=2", "iterations=1"],
     "ci": ["steps=2", "batch_size=2", "images_per_prompt=1"],
+    "ca": ["steps=2", "batch_size=2", "images=4"],
+    "fmn": ["steps=2", "batch_size=2", "images=4"],
+    "p4d": ["iterations=2", "eval_step=1"],
+    "ringabell": ["population=8", "generations=3"],
     "fid": ["reference_images=8"],
     "gradients": ["batches=1", "batch_size=2", "timesteps=500"],
 }

@@ -12,6 +12,8 @@ TINY = {
     "sdd": dict(steps=2, batch_size=2, ddim_steps=4),
     "salun": dict(steps=2, batch_size=4, forget_images=8, retain_images=8),
     "uce": dict(),
+    "ca": dict(steps=2, batch_size=2, images=4),
+    "fmn": dict(steps=2, batch_size=2, images=4),
     "meta": dict(steps=2, lr=1e-3, inner_steps=1, inner_batch=4, forget_images=8, retain_images=4, batch_size=4),
 }
 
