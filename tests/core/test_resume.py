@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 pytestmark = pytest.mark.usefixtures("fakes")  # the dummy method, attack and metric
 
 DUMMY = ["--methods", "dummy", "--attacks", "dummy", "--metrics", "dummy"]
