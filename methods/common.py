@@ -1,8 +1,8 @@
 """What several methods share: which UNet parameters a variant trains, and training sets encoded once.
 
 Methods see only the concept's ``train`` role (docs/protocol.md): its texts, and images
-from its ``train_data`` source (``relearnbench.data.images_for``: by default the model being
-unlearned samples them, as in the authors' code; the toy world's renderer or a folder otherwise).
+from its ``train_data`` source (``relearnbench.data.images_for``: by default the original model,
+before unlearning, samples them, as in the authors' code; the toy world's renderer or a folder otherwise).
 """
 
 from __future__ import annotations
@@ -17,22 +17,7 @@ from relearnbench.api import Concept, Context, Model
 from relearnbench.data import images_for
 from relearnbench.diffusion import Cond, encode_images, encode_text_frozen
 from relearnbench.errors import UserError
-
-
-def trainable(unet, train: str) -> list[tuple[str, torch.nn.Parameter]]:
-    """ESD's parameter sets. ``u``: everything but cross-attention, and (as the reference code) but
-    the time embedding, SDXL's added embedding of the pooled text and time ids (esd_sdxl.py leaves out every
-    "emb" module) and the output conv; ``x``: cross-attention (``attn2``) only; ``f``: all."""
-    out = []
-    for name, p in unet.named_parameters():
-        xattn = ".attn2." in name
-        if (train == "f" or (train == "x" and xattn)
-                or (train == "u" and not xattn
-                    and not name.startswith(("time_embedding.", "add_embedding.", "conv_out.")))):
-            out.append((name, p))
-    if not out:
-        raise UserError(f"train={train!r} selects no UNet parameter (expected u, x or f)")
-    return out
+from relearnbench.models import trainable  # noqa: F401 (ESD's parameter sets; the memory model reads them too)
 
 
 def training_prompts(concept: Concept, prompts: str) -> list[str]:

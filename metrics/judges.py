@@ -295,6 +295,7 @@ class NudeNetJudge(Judge):
         weights: str = ""  # the detector: best (nudenet 3.0.8's best.onnx), 320n (the wheel's), an .onnx; "" = preset's
 
     config_name = "nudenet"
+    fetch_weights = staticmethod(fetch_nudenet_best)  # relearnbench fetch-weights nudenet
     version = "3"  # 3: the unlearndiffatk preset loads UnlearnDiffAtk's best.onnx; 2: its detector pipeline
 
     def __init__(self, config=None):

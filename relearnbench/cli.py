@@ -516,9 +516,9 @@ def fetch_weights(name, debug):
     into a temporary folder, nothing is installed), for --set nudenet.weights=best (the unlearndiffatk preset).
     Example: relearnbench fetch-weights nudenet
     """
-    from relearnbench.metrics.judges import fetch_nudenet_best
+    from relearnbench.registry import JUDGES
 
-    click.echo(str(fetch_nudenet_best()))
+    click.echo(str(JUDGES.get(name).fetch_weights()))
 
 
 @cli.group()

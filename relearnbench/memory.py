@@ -252,7 +252,7 @@ def _bytes(module) -> int:
 
 def _trained(method, unet) -> int:
     """Parameters a loss-based method trains: its ESD-style ``train`` set (u, x, f), else every UNet weight."""
-    from relearnbench.methods.common import trainable
+    from relearnbench.models import trainable
 
     train = getattr(method.config, "train", None)
     if train in ("u", "x", "f"):
@@ -335,12 +335,11 @@ def floors(model, method, attack, sample, dtype_bytes: int, checkpointing: bool 
     cfg = getattr(attack, "config", None)
     batch = getattr(cfg, "batch_size", 1)
     name = getattr(attack, "config_name", "")
-    from relearnbench.attacks.ft import Finetune
-    from relearnbench.attacks.lora import LoRA
+    from relearnbench.registry import ATTACKS  # the plugins by name: the core imports no plugin module
 
-    if isinstance(attack, LoRA):
+    if isinstance(attack, ATTACKS.get("lora")):
         a.add("activations", act(batch, trained_unet=False))  # the adapter's own weights and state: a few MB
-    elif isinstance(attack, Finetune):  # every UNet weight trains
+    elif isinstance(attack, ATTACKS.get("ft")):  # every UNet weight trains
         a.add("gradients of trained weights", U).add("AdamW state (2 x fp32)", 2 * U)
         a.add("activations", act(batch, trained_unet=False))
     elif name in ("unlearndiffatk", "ci"):

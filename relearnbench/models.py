@@ -288,3 +288,19 @@ def copy_model(model: Model, unet_state: dict | None = None) -> Model:
 
 def model_info(model: Model) -> str:
     return json.dumps({"name": model.name, "fingerprint": model.fingerprint, "preset": model.preset})
+
+
+def trainable(unet, train: str) -> list:
+    """ESD's parameter sets. ``u``: everything but cross-attention, and (as the reference code) but
+    the time embedding, SDXL's added embedding of the pooled text and time ids (esd_sdxl.py leaves out every
+    "emb" module) and the output conv; ``x``: cross-attention (``attn2``) only; ``f``: all."""
+    out = []
+    for name, p in unet.named_parameters():
+        xattn = ".attn2." in name
+        if (train == "f" or (train == "x" and xattn)
+                or (train == "u" and not xattn
+                    and not name.startswith(("time_embedding.", "add_embedding.", "conv_out.")))):
+            out.append((name, p))
+    if not out:
+        raise UserError(f"train={train!r} selects no UNet parameter (expected u, x or f)")
+    return out

@@ -45,3 +45,12 @@ def test_the_walk_sees_a_cross_kind_import(tmp_path):
     path.write_text("def f():\n    from relearnbench.metrics.judges import ToyJudge\n")
     assert [m for m in imports(path) if kind_of(m) == "judges"]
     assert kind_of("relearnbench.metrics.stats") == "metrics" and kind_of("relearnbench.clip") is None
+
+
+def test_the_core_imports_no_plugin():
+    """The core reaches a plugin through its registry (``METHODS.get``), never by importing its module, so a plugin
+    can move or be replaced without the core; builtins.py names them as lazy strings, not imports."""
+    wrong = [f"relearnbench/{p.relative_to(ROOT / 'relearnbench')} imports {m}"
+             for p in sorted((ROOT / "relearnbench").rglob("*.py"))
+             for m in imports(p) if kind_of(m) is not None]
+    assert wrong == []
