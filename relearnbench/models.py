@@ -279,6 +279,8 @@ def copy_model(model: Model, unet_state: dict | None = None) -> Model:
         empty = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
                  for p in model.unet.parameters()}
         unet = copy.deepcopy(model.unet, empty)
+        for k in list(unet_state):  # each tensor into fresh memory, one at a time: a file's tensors may sit at
+            unet_state[k] = unet_state[k].clone()  # offsets that change the order of vectorised sums in the last bits
         unet.load_state_dict(unet_state, assign=True)
     return dataclasses.replace(model, unet=unet, text_encoder=copy.deepcopy(model.text_encoder),
                                tokenizer=copy.deepcopy(model.tokenizer),

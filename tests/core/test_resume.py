@@ -22,7 +22,7 @@ def test_same_command_without_out_resumes(tmp_path, run_cli):
     assert "1 cells done, 0 failed, 0 already finished" in first.stderr
     assert "0 cells done, 0 failed, 1 already finished" in again.stderr
     assert "1 cells done" in other.stderr  # another grid, another directory
-    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir() if p.is_dir())  # beside .last-run, the pointer
     assert len(runs) == 2 and all(r.startswith("custom-") for r in runs)
 
 
