@@ -8,8 +8,8 @@ run=${1:-runs/toy-leaderboard}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 # the headline: ESD, ESD+meta and its retain-only control under ft, 3 seeds
 relearnbench run --grid full --methods none,esd,esd+meta,esd+retain --attacks none,ft --seeds 0,1,2 --out "$run"
-# every method and control x every attack x both erasable toy concepts, seed 0 (the `full` grid)
+# every method and control under none, ft and lora, 3 seeds (the paired tables' +meta against +retain)
+relearnbench run --grid full --attacks none,ft,lora --seeds 0,1,2 --out "$run"
+# every method and control x every other attack x both erasable toy concepts, seed 0 (the rest of the `full` grid)
 relearnbench run --grid full --seeds 0 --out "$run"
-# seeds 1 and 2 of every method under the finetuning attacks ft and lora
-relearnbench run --grid full --attacks none,ft,lora --seeds 1,2 --out "$run"
 bash "$(dirname "$0")/tables.sh" "$run"
