@@ -10,8 +10,32 @@ import typing
 
 from relearnbench.errors import UserError, near_misses
 
-SCALES = ("toy", "sd14")
 KINDS = ("methods", "attacks", "metrics", "judges")
+
+
+def scales() -> tuple[str, ...]:
+    """The preset scales of the registered models (``toy``, ``sd14``, ``sd21``, ``sdxl``): toy first, then each
+    base scale before the scales that build on it (``config.SCALE_BASE``)."""
+    from relearnbench.config import SCALE_BASE
+    from relearnbench.registry import MODELS
+
+    found = {MODELS.meta(m).get("preset", "sd14") for m in MODELS.names()}
+    return tuple(sorted(found, key=lambda s: (s in SCALE_BASE, s != "toy", s)))
+
+
+def columns(resolved: dict[str, object]) -> tuple[list[str], list[str]]:
+    """The scales worth a column, and the others: a scale that builds on another (sdxl on sd14) gets one only
+    where a value of its own table differs from its base's; else it runs its base's values, said under the table."""
+    from relearnbench.config import SCALE_BASE
+
+    shown, same = [], []
+    for s in resolved:
+        base = SCALE_BASE.get(s)
+        if base in resolved and resolved[s] == resolved[base]:
+            same.append(s)
+        else:
+            shown.append(s)
+    return shown, same
 
 
 def field_comments(config_cls) -> dict[str, str]:
@@ -39,22 +63,31 @@ def _type(tp) -> str:
     return getattr(tp, "__name__", None) if not typing.get_args(tp) else str(tp).replace("typing.", "")
 
 
-def config_rows(config_cls, resolved: dict[str, object]) -> list[list[str]]:
-    """One row per field: key, type, default, the value at each scale, comment."""
+def config_rows(config_cls, resolved: dict[str, object], shown) -> list[list[str]]:
+    """One row per field: key, type, default, the value at each scale of ``shown``, comment."""
     hints, comments = typing.get_type_hints(config_cls), field_comments(config_cls)
     rows = []
     for f in dataclasses.fields(config_cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        at_scale = [repr(getattr(resolved[s], f.name)) if resolved.get(s) is not None else "-" for s in SCALES]
+        at_scale = [repr(getattr(resolved[s], f.name)) if resolved.get(s) is not None else "-" for s in shown]
         rows.append([f.name, _type(hints[f.name]), repr(default), *at_scale, comments.get(f.name, "")])
     return rows
 
 
-def _table(rows: list[list[str]]) -> str:
-    head = ["key", "type", "default", *SCALES, "comment"]
+def _table(config_cls, resolved: dict[str, object]) -> str:
+    """The keys at each scale, and a line naming the scales that run another scale's values."""
+    from relearnbench.config import SCALE_BASE
+
+    shown, same = columns(resolved)
+    rows = config_rows(config_cls, resolved, shown)
+    head = ["key", "type", "default", *shown, "comment"]
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head) - 1)]
-    return "\n".join("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)) + "  " + r[-1]
-                     for r in [head, *rows])
+    text = "\n".join("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)) + "  " + r[-1]
+                      for r in [head, *rows])
+    bases = {SCALE_BASE[s]: [t for t in same if SCALE_BASE[t] == SCALE_BASE[s]] for s in same}
+    notes = [f"{', '.join(v)} models: the {k} column (their presets build on {k}'s and change none of these)"
+             for k, v in bases.items()]
+    return "\n".join([text, *("  " + n for n in notes)])
 
 
 def _find(name: str):
@@ -77,15 +110,15 @@ def show(name: str) -> str:
         from relearnbench.models import ModelConfig
 
         cls = {"sample": SampleConfig, "generate": GenerateConfig, "model": ModelConfig}[name]
-        resolved = {s: make_config(cls, name, preset_file_layer(cls, s)) for s in SCALES}
-        return f"{name}: core settings\n--set {name}.KEY=VALUE\n{_table(config_rows(cls, resolved))}\n"
+        resolved = {s: make_config(cls, name, preset_file_layer(cls, s)) for s in scales()}
+        return f"{name}: core settings\n--set {name}.KEY=VALUE\n{_table(cls, resolved)}\n"
     wrapped = _wrapper(name)
     if wrapped:
         return wrapped
     kind, registry = _find(name)
     base_name, _, suffix = name.partition("+")
     resolved = {}
-    for scale in SCALES:
+    for scale in scales():
         try:
             resolved[scale] = build(registry, name, scale, {})
         except UserError:
@@ -115,7 +148,7 @@ def _wrapper(suffix: str) -> str:
     cls, _ = registry.wrapper(suffix)
     for base in sorted(registry.list(), key=lambda n: n != "esd"):  # esd first: the paper's base method
         resolved = {}
-        for scale in SCALES:
+        for scale in scales():
             try:
                 resolved[scale] = build(registry, f"{base}+{suffix}", scale, {}).config
             except UserError:
@@ -136,4 +169,4 @@ def _wrapper(suffix: str) -> str:
 def _section(cls, label: str, resolved: dict) -> list[str]:
     if not dataclasses.fields(cls.Config):
         return ["(no settings)"]
-    return [f"--set {cls.config_name}.KEY=VALUE  ({label})", _table(config_rows(cls.Config, resolved))]
+    return [f"--set {cls.config_name}.KEY=VALUE  ({label})", _table(cls.Config, resolved)]

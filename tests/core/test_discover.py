@@ -37,11 +37,13 @@ def test_show_lists_keys_types_defaults_presets_and_comments(run_cli):
     lines = text.splitlines()
     assert lines[0] == "esd-x-3 (method): ESD-x with negative guidance 3"
     assert lines[1] == f"--set esd.KEY=VALUE  (version {ESD.version})"
-    assert lines[2].split() == ["key", "type", "default", "toy", "sd14", "comment"]
-    rows = {line.split()[0]: line.split() for line in lines[3:]}
-    assert rows["train"][:5] == ["train", "'u'|'x'|'f'", "'u'", "'x'", "'x'"]  # the registry's preset at both scales
-    assert rows["steps"][:5] == ["steps", "int", "1000", "100", "1000"]  # esd.toml's [toy] steps = 100
-    assert " ".join(rows["lr"][5:]) == "Adam learning rate"
+    # a column per model scale: sdxl's since esd.toml's [sdxl] changes values; sd21 runs sd14's (said below)
+    assert lines[2].split() == ["key", "type", "default", "toy", "sd14", "sdxl", "comment"]
+    rows = {line.split()[0]: line.split() for line in lines[3:-1]}
+    assert rows["train"][:6] == ["train", "'u'|'x'|'f'", "'u'", "'x'", "'x'", "'x'"]  # the registry's preset everywhere
+    assert rows["steps"][:6] == ["steps", "int", "1000", "100", "1000", "200"]  # [toy] 100, [sdxl] 200 (esd_sdxl.py)
+    assert " ".join(rows["lr"][6:]) == "Adam learning rate"
+    assert lines[-1].split()[:4] == ["sd21", "models:", "the", "sd14"]
     wrapped = run_cli("show", "uce+meta", check=True).stdout
     assert "--set uce.KEY=VALUE  (the base method uce)" in wrapped and "--set meta.KEY=VALUE  (the +meta wrapper)" in wrapped
     meta_steps = next(line.split() for line in wrapped.splitlines() if line.split()[:1] == ["steps"])
