@@ -111,30 +111,54 @@ TEACHER = {"esd", "sdd"}
 
 def meta_model(name: str, config=None, dtype=None):
     """Model ``name`` with every weight on torch's ``meta`` device: the real architecture, its parameter counts,
-    nothing allocated. SD-1.x models (sd14, sd15, sd14-random, a diffusers folder) are built from SD-1.4's
-    published configs (the sd14-random loader's), ``toy`` and ``tiny`` as they load."""
+    nothing allocated. A Stable Diffusion model (sd14, sd15, sd21, sdxl, their -random twins, a diffusers folder)
+    is built from its architecture's published configs (``relearnbench.models.ARCHITECTURES``, the random
+    loaders'), ``toy`` and ``tiny`` as they load."""
     import dataclasses
 
     import torch
 
-    from relearnbench.models import ModelConfig, _loader, load_model, load_sd_random
+    from relearnbench.models import ModelConfig, load_model, load_sd_random
 
     config = config or ModelConfig()
-    if _loader(name) in (None, "load_sd", "load_sd_random"):  # SD-1.x: one architecture, built on meta
+    arch = architecture(name, config)
+    if arch is not None:  # built on meta from the architecture's configs
         from diffusers.utils import logging as diffusers_logging
 
         level = diffusers_logging.get_verbosity()
         diffusers_logging.set_verbosity_error()  # not its note on casting the VAE: nothing is cast on meta
         try:
             with torch.device("meta"):
-                return load_sd_random(name, dataclasses.replace(config, path=""), {"preset": "sd14"}, device="meta",
-                                      dtype=dtype)
+                return load_sd_random(name, dataclasses.replace(config, path=""),
+                                      {"preset": arch, "architecture": arch}, device="meta", dtype=dtype)
         finally:
             diffusers_logging.set_verbosity(level)
     model = load_model(name, config, device="cpu", dtype=dtype)  # toy, tiny, a plugin's: loaded, then moved
-    for module in (model.unet, model.text_encoder, model.vae):
-        module.to("meta")
+    for module in (model.unet, model.text_encoder, model.text_encoder_2, model.vae):
+        if module is not None:
+            module.to("meta")
     return model
+
+
+def architecture(name: str, config) -> str | None:
+    """Which published architecture model ``name`` has (sd14, sd21, sdxl: a key of ``models.ARCHITECTURES``),
+    None for a model that is no Stable Diffusion release (toy, tiny, a third party's loader)."""
+    import pathlib
+
+    from relearnbench.models import _loader, folder_architecture, folder_preset
+    from relearnbench.registry import MODELS
+
+    loader = _loader(name)
+    if loader is None:  # a diffusers folder given as the model
+        return folder_preset(pathlib.Path(name))
+    if loader == "load_sd_random":
+        return MODELS.meta(name).get("architecture", "sd14")
+    if loader == "load_sd":
+        folder = pathlib.Path(config.path) if config.path else None
+        if folder is not None and (folder / "model_index.json").exists():
+            return folder_architecture(folder)
+        return MODELS.meta(name).get("preset", "sd14")
+    return None
 
 
 class LiveBytes:
@@ -222,8 +246,13 @@ def unet_activations(model, batch: int, train: bool = True, resolution: int | No
             x = torch.zeros(batch, unet.config.in_channels, side, side, device="meta", dtype=dtype)
             c = torch.zeros(batch, 77, unet.config.cross_attention_dim, device="meta", dtype=dtype)
             t = torch.zeros(batch, device="meta", dtype=torch.long)
+            added = None
+            if unet.config.addition_embed_type == "text_time":  # SDXL: the pooled text and the 6 time ids
+                pooled = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+                added = {"text_embeds": torch.zeros(batch, pooled, device="meta", dtype=dtype),
+                         "time_ids": torch.zeros(batch, 6, device="meta", dtype=dtype)}
             with torch.set_grad_enabled(train):
-                out = unet(x, t, encoder_hidden_states=c).sample
+                out = unet(x, t, encoder_hidden_states=c, added_cond_kwargs=added).sample
             held = live.live  # training: what autograd saved for backward, and the output
             del out
         return held if train else live.peak
@@ -247,7 +276,12 @@ def vae_decode_activations(model, batch: int) -> int:
 
 
 def _bytes(module) -> int:
-    return sum(p.numel() * p.element_size() for p in module.parameters())
+    return sum(p.numel() * p.element_size() for p in module.parameters()) if module is not None else 0
+
+
+def _text_bytes(model) -> int:
+    """The text encoders' weights (SDXL has two), as ``meta_model`` built them (float32)."""
+    return _bytes(model.text_encoder) + _bytes(model.text_encoder_2)
 
 
 def _trained(method, unet) -> int:
@@ -297,7 +331,7 @@ def floors(model, method, attack, sample, dtype_bytes: int, checkpointing: bool 
     unet = model.unet
     n_unet = sum(p.numel() for p in unet.parameters())
     U = 4 * n_unet  # the UNet's float32 weights
-    frozen = (_bytes(model.text_encoder) + _bytes(model.vae)) * dtype_bytes / 4  # meta_model built them in fp32
+    frozen = (_text_bytes(model) + _bytes(model.vae)) * dtype_bytes / 4  # meta_model built them in fp32
     def act(batch: int, train: bool = True, trained_unet: bool = True) -> float:
         """``trained_unet``: a method's (unlearn.checkpointing applies), not an attack's."""
         key = (id(model), batch, train, resolution)
@@ -358,7 +392,7 @@ def floors(model, method, attack, sample, dtype_bytes: int, checkpointing: bool 
 def harness_extra(model, dtype_bytes: int) -> Floor:
     """What the harness holds beside a stage's recipe: the original model, cached between cells (its UNet in
     float32, its text encoder and VAE in the run's dtype), and each cell's own text encoder copy."""
-    te = _bytes(model.text_encoder) * dtype_bytes / 4
+    te = _text_bytes(model) * dtype_bytes / 4
     return (Floor().add("cached original UNet (fp32)", 4 * sum(p.numel() for p in model.unet.parameters()))
             .add("cached original text encoder + VAE", te + _bytes(model.vae) * dtype_bytes / 4)
             .add("the cell's text encoder copy", te))

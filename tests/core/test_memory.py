@@ -205,3 +205,26 @@ def test_the_preflight_warns_of_a_cell_larger_than_the_free_memory(monkeypatch, 
     assert "warning: cell sd14-random/triangle/none/ft/0" in capsys.readouterr().err
     toy = plan(Spec(models=["toy"], concepts=["triangle"], methods=["none"], attacks=["ft"], metrics=["asr"]))
     assert memory.preflight_warnings(toy) == []
+
+
+def test_the_memory_model_builds_each_model_s_own_architecture():
+    """sdxl and sdxl-random are SDXL (a 2.57 G-parameter UNet, a second text encoder), sd21 and sd2-random SD-2.1,
+    the SD-1 models SD-1.4: the same cell on SDXL needs more at every stage than on SD-1.4, at the same 64 px."""
+    from relearnbench.memory import GB, architecture, cell_floors, cell_peak, meta_model
+    from relearnbench.models import ModelConfig
+    from relearnbench.runner import plan
+    from relearnbench.spec import Spec
+
+    assert [architecture(n, ModelConfig()) for n in ("sd14", "sd15", "sd14-random", "sd21", "sd2-random", "sdxl",
+                                                      "sdxl-random", "toy")] == \
+        ["sd14", "sd14", "sd14", "sd21", "sd21", "sdxl", "sdxl", None]
+    xl = meta_model("sdxl")
+    assert sum(p.numel() for p in xl.unet.parameters()) == 2567463684 and xl.text_encoder_2 is not None
+    assert xl.text_encoder.config.hidden_size == 768 and xl.text_encoder_2.config.hidden_size == 1280
+    assert meta_model("sd2-random").text_encoder.config.hidden_size == 1024
+    p = plan(Spec(models=["sd14-random", "sdxl-random"], concepts=["triangle"], methods=["esd"], attacks=["ft"],
+                  metrics=["asr"], sets={"model": {"resolution": 64}}))
+    sd14, sdxl = (cell_floors(p, (m, "triangle", "esd", "ft", 0)) for m in ("sd14-random", "sdxl-random"))
+    for stage in ("unlearn", "attack", "eval", "harness"):
+        assert sdxl[stage].total > 2 * sd14[stage].total if stage != "eval" else sdxl[stage].total > sd14[stage].total
+    assert cell_peak(sdxl) / GB > 2.5 * cell_peak(sd14) / GB
