@@ -1,3 +1,19 @@
+"""Shared pieces of every test folder, and how the default run is chosen.
+
+The default run (``python -m pytest``, ``-m 'not slow'`` in pyproject) keeps one fast path through every
+feature; ``python -m pytest -m slow`` runs the rest. A test is slow when it is marked ``@pytest.mark.slow``
+(a case ``pytest.param(..., marks=pytest.mark.slow)``), and by one rule for the tests parametrized over the
+tiny models (``arch`` in ``relearnbench.testing.TINY_MODELS``), applied below at collection so that the
+registry-driven tests hold no per-plugin branch and a new plugin follows it the moment it registers:
+
+* every case on ``tiny`` runs by default: every method (and its +meta / +retain), attack and metric;
+* on ``tiny-sdxl`` a case runs by default only when its plugin (its ``name`` parameter) is one of the
+  representatives of its folder's kind in SDXL_DEFAULT, one per distinct path through SDXL's conditioning
+  (pooled text embeddings and time ids, two tokenizers); the other plugins' tiny-sdxl cases are slow;
+* a tiny-sdxl case of a test that enumerates plugins in other ways (a ``kind`` parameter: test_dtype's
+  bf16 runs) is slow; a tiny-sdxl case with neither parameter (test_cond's unit checks) runs by default.
+"""
+
 import os
 import pathlib
 import subprocess
@@ -7,6 +23,25 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TOY_ASSETS = ROOT / "relearnbench" / "toy" / "assets"
+
+# per test folder, the plugins whose tiny-sdxl cases stay in the default run (see the module docstring)
+SDXL_DEFAULT = {
+    "methods": {"esd", "uce", "esd+meta", "salun+retain"},  # a loss method, the closed form, each wrapper
+    "attacks": {"ft", "ci", "unlearndiffatk", "noising"},  # finetuning, an embedding, a prompt attack, a probe
+    "metrics": {"asr", "clip", "gradients"},  # the judge, CLIP, the UNet's gradients
+}
+PLUGIN_PARAMS = ("name", "kind")  # the parameters by which a test enumerates plugins
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config, items):
+    """Mark slow the tiny-sdxl cases that SDXL_DEFAULT leaves out of the default run."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if params.get("arch") != "tiny-sdxl" or not any(k in params for k in PLUGIN_PARAMS):
+            continue
+        if params.get("name") not in SDXL_DEFAULT.get(item.path.parent.name, ()):
+            item.add_marker(pytest.mark.slow)
 
 
 def cli(*args, cwd=None, env=None, check=False, timeout=600):

@@ -11,6 +11,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import needs_toy
 
 GRID = ["run", "--concepts", "triangle", "--methods", "none,esd", "--attacks", "none,ft", "--metrics", "clip,asr",
@@ -59,6 +61,10 @@ def run(out, kill_at: int | None = None) -> str:
     return ""
 
 
+# slow: four --jobs 2 grids (79 s quiet); the default run keeps the two paths it joins: a SIGKILLed grid resumed
+# to the same table (test_grid.py::test_sigkill_mid_grid_then_resume_gives_identical_table), --jobs 2 against
+# --jobs 1 (test_jobs.py)
+@pytest.mark.slow
 @needs_toy
 def test_a_killed_and_resumed_jobs_run_gives_the_same_bits(tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"

@@ -57,6 +57,9 @@ def test_third_party_package_registers_through_entry_points(tmp_path, run_cli, e
     assert pre["shrink"] != pre["none"]  # the method changed the model's images
 
 
+# slow (35 s): the default run spies on ablate+meta and ablate+retain in process (tests/methods/test_methods_heldout.py)
+# and runs a --plugin loss method wrapped in +meta through the CLI (test_docs_plugins.py)
+@pytest.mark.slow
 def test_third_party_loss_method_gets_meta_with_no_code(tmp_path, run_cli, example_env):
     """The package's ``ablate`` only exposes its per-step loss; ``ablate+meta`` and ``ablate+retain`` then
     exist, run, and move the weights differently from ``ablate`` and from each other."""
