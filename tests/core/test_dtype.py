@@ -43,7 +43,9 @@ RUNS = {  # every method with no attack, every attack on no method, every metric
 }
 
 
-@pytest.mark.parametrize("kind", RUNS)
+# the default run keeps one run, every method on tiny (the others slow: 127 s quiet for the four on tiny); the
+# tiny-sdxl runs are slow by tests/conftest.py's rule
+@pytest.mark.parametrize("kind", [k if k == "methods" else pytest.param(k, marks=pytest.mark.slow) for k in RUNS])
 def test_bf16_runs_every_plugin_on_cpu(kind, tmp_path, run_cli):
     methods, attacks, metrics, namespaces = RUNS[kind]
     sets = SAMPLE + [f"{ns}.{kv}" for ns in namespaces for kv in TINY.get(ns, [])]
