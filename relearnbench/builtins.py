@@ -35,6 +35,10 @@ def register_all():
     METHODS.register("uce", f"{M}.uce:UCE", description="Unified Concept Editing (Gandikota et al. 2024), closed form")
     METHODS.register("ca", f"{M}.ca:CA", description="Concept Ablation (Kumari et al. 2023): the concept's prediction matched to the anchor's")
     METHODS.register("fmn", f"{M}.fmn:FMN", description="Forget-Me-Not (Zhang et al. 2023): the concept tokens' cross-attention driven to zero")
+    METHODS.register("erasediff", f"{M}.erasediff:EraseDiff",
+                     description="EraseDiff (Wu et al. 2024): retain loss under a forget constraint, first-order bi-level update")
+    METHODS.register("scissorhands", f"{M}.scissorhands:ScissorHands",
+                     description="ScissorHands (Wu and Harandi 2024): SNIP-trimmed weights re-initialised, then repaired")
     METHODS.register("sdd", f"{M}.sdd:SDD",
                      description="Safe self-Distillation Diffusion (Kim et al. 2023): concept distilled to the empty prompt, EMA teacher")
     METHODS.register("rece", f"{M}.rece:RECE",

@@ -27,6 +27,7 @@ DERIVATIONS: dict[str, Callable[..., int]] = {
     "prompt": lambda s, i: s * 100_003 + i,
     # methods' own training data and draws
     "salun-retain-data": lambda s: s + 1,
+    "retain-data": lambda s: s + 1,  # EraseDiff's and ScissorHands' retain images: SalUn's, the same train benign set
     "meta": lambda s: s + 7919,  # the meta wrapper's generator: timesteps, noise, batches
     "meta-forget-data": lambda s: s + 100,
     "meta-related-data": lambda s: s + 101,

@@ -13,7 +13,7 @@ BEFORE = [
     ("eval-unrelated", (), lambda s: s * 7 + 2), ("eval-benign", (), lambda s: s * 7 + 3),
     ("eval-prompt-file", (), lambda s: s * 7 + 5),  # Evaluation.sample_prompts
     ("prompt", (3,), lambda s: s * 100003 + 3),  # diffusion.image_jobs, unlearndiffatk
-    ("salun-retain-data", (), lambda s: s + 1),
+    ("salun-retain-data", (), lambda s: s + 1), ("retain-data", (), lambda s: s + 1),  # erasediff, scissorhands
     ("meta", (), lambda s: s + 7919), ("meta-forget-data", (), lambda s: s + 100),
     ("meta-related-data", (), lambda s: s + 101), ("meta-unrelated-data", (), lambda s: s + 102),
     ("gradients", (4,), lambda s: s * 1009 + 4), ("gradients-noise", (250, 1), lambda s: s * 7919 + 250 * 31 + 1),
