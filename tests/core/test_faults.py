@@ -124,6 +124,9 @@ main(sys.argv[1:])
 """
 
 
+# slow (43 s quiet): the default run keeps a failed cell recorded and completed by --retry-failed
+# (test_grid.py::test_failed_cell_is_recorded_grid_goes_on_and_retry) and the damaged-artifact tests here
+@pytest.mark.slow
 def test_file_too_large_fails_the_cell_leaves_no_partial_file_and_retry_completes(tmp_path, reference, run_cli):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-c", LIMITED, "run", *GRID, *NONE, "--out", str(out)],

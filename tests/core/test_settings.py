@@ -78,6 +78,9 @@ SMALL = ["--concepts", "triangle", "--methods", "salun", "--attacks", "none", "-
 
 
 @needs_toy
+# slow (35 s quiet): the default run pins the key this reuse follows (sample.* keeps it: test_grid.py's
+# test_the_unlearned_model_key_covers_the_sampler_of_the_generated_training_images) and reuse within a run (test_jobs)
+@pytest.mark.slow
 def test_a_new_evaluation_sampler_reuses_every_unlearned_model(tmp_path, run_cli):
     """A finished toy grid, evaluated again with another sample.steps (into a directory that starts with its
     artifacts): every unlearned model and every generated training image is the cached one."""
