@@ -46,11 +46,14 @@ def test_sdxl_grid_export_and_checkpoint(tmp_path):
 
 def test_paper_sdxl_grid_dry_run(capsys):
     """The paper's SDXL setting: 4 concepts x esd-u-1 +/- meta x none, ft at 100 steps, each value with its source
-    (ESD's from its authors' SDXL script, the rest from the SD-1.4 presets), planned without loading a model."""
+    (ESD's from its authors' SDXL script, ft's 100 steps and meta's steps from their [sdxl] tables, the rest from
+    the SD-1.4 presets), planned without loading a model."""
     main(["run", "--grid", "paper-sdxl", "--dry-run"])
     out = capsys.readouterr().out
     assert "16 cells = 1 models x 4 concepts x 2 methods x 2 attacks" in out
     for concept in ("spongebob", "snoopy", "thomas_kinkade", "kelly_mckernan"):
         assert f"sdxl/{concept}/esd-u-1+meta/ft/0" in out
     assert "steps = 200    <- methods/esd.toml [sdxl]" in out and "start_guidance = 2.0    <- methods/esd.toml [sdxl]" in out
-    assert "curve = (0, 50, 100)" in out and "attacks/ft.toml [sd14.ft]" in out
+    assert "curve = (0, 50, 100)    <- attacks/ft.toml [sdxl.ft]" in out
+    assert "steps = 300    <- methods/meta.toml [sdxl]" in out
+    assert "inner_batch = 10    <- methods/meta.toml [sd14]" in out  # no SDXL source: the authors' SD-1.4 one
