@@ -9,6 +9,9 @@ for a GPU, and beside it the peak measured by running the same cells with a step
     python benchmarks/memory.py --model sd14-random --set model.resolution=64    # a quiet machine, >= 24 GB free
     python benchmarks/memory.py --set unlearn.checkpointing=true ...              # a saving's floor
 
+The last table is the README's: each cell's peak with the published settings, with the savings that keep the
+numbers (SAVINGS) and with every saving (NUMERIC_SAVINGS too, which change them; labelled ours).
+
 Floors: per stage (unlearn, attack, evaluation), plus what the harness holds beside them (the original model,
 cached between cells, and the cell's own text encoder copy); a cell's peak is its largest stage's floor plus that.
 Activations: what one UNet forward pass leaves for backward at the recipe's largest batch with a graph, counted
@@ -47,6 +50,9 @@ STAGES = ("unlearn", "attack", "eval")
 # the opt-in savings that leave the numbers as they are (up to float order): recompute the trained UNet's activations
 # in backward, and meta's terms one image per UNet call (its published batch of 10 images is a sum of per-image losses)
 SAVINGS = ["unlearn.checkpointing=true", "meta.forward_batch=1"]
+# the opt-in savings that change the numbers (labelled ours): AdamW's moments in 8 bits (bitsandbytes, CUDA; bfloat16
+# on the CPU) and meta's simulated finetune on the trained weights alone
+NUMERIC_SAVINGS = ["unlearn.optimizer_state=8bit", "meta.inner_train=base"]
 FITS = 0.9  # of a card's memory usable by tensors: CUDA's context and the allocator's fragmentation take the rest
 
 
@@ -120,6 +126,24 @@ def print_floors(rows: list[dict], title: str) -> None:
                                        for a in attacks) + " |")
 
 
+def print_summary(published: list[dict], saved: list[dict], every: list[dict]) -> None:
+    """The README's table: each cell's peak at 512 px in bf16 with the published settings, with the savings that
+    keep the numbers, and with every saving, and the smallest card of 24 / 40 / 80 GB each fits."""
+    attacks = list(dict.fromkeys(r["attack"] for r in published))
+    peak = [{(r["method"], r["attack"]): r["peak_gb"] for r in rows} for rows in (published, saved, every)]
+    print("\ncell peak GB at 512 px, bf16: published / numbers kept / every saving (smallest card that fits):\n")
+    print("| method | " + " | ".join(attacks) + " |\n| --- |" + " ---: |" * len(attacks))
+    for m in dict.fromkeys(r["method"] for r in published):
+        cells = []
+        for a in attacks:
+            if (m, a) not in peak[0]:
+                cells.append("-")
+                continue
+            gb = [d[(m, a)] for d in peak]
+            cells.append(" / ".join(f"{g:.0f}" for g in gb) + f" ({fits(gb[0])} / {fits(gb[1])} / {fits(gb[2])})")
+        print(f"| {m} | " + " | ".join(cells) + " |")
+
+
 def _parts(f) -> str:
     return ", ".join(f"{k} {v / 2 ** 30:.1f}" for k, v in f.parts.items())
 
@@ -182,7 +206,13 @@ def main():
     if spec.dtype not in ("bf16", "bfloat16"):
         print_floors(floor_rows(p, cells, spec.dtype), f"{args.grid}: the same at the grid's --dtype {spec.dtype}")
     sspec, sp = spec_for(grid, None, SAVINGS + args.sets)
-    print_floors(floor_rows(sp, cells, "bf16"), f"{args.grid}: at 512 px, bf16, with the savings {' '.join(SAVINGS)}")
+    saved = floor_rows(sp, cells, "bf16")
+    print_floors(saved, f"{args.grid}: at 512 px, bf16, with the savings {' '.join(SAVINGS)}")
+    aspec, ap_ = spec_for(grid, None, SAVINGS + NUMERIC_SAVINGS + args.sets)
+    every = floor_rows(ap_, cells, "bf16")
+    print_floors(every, f"{args.grid}: at 512 px, bf16, with those and the savings that change the numbers "
+                        f"{' '.join(NUMERIC_SAVINGS)}")
+    print_summary(floor_rows(p, cells, "bf16"), saved, every)
     if args.model:
         mspec, mp = spec_for(grid, args.model, args.sets)
         measure_grid(mspec, mp, args.model)

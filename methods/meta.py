@@ -91,12 +91,17 @@ class Meta(LossMethod):
         # which UNet weights the outer and inner steps train: the base method's own (ESD-u's), or every weight (the
         # authors' scripts/esd_meta.sh and sdd_meta.sh: --finetuning_method full; the +meta-full wrapper)
         train: Literal["base", "full"] = "base"
+        # which weights the simulated finetune (θ') trains: every UNet weight, as the authors' attacker ("full"), or
+        # only those the outer step trains ("base"; ours: a memory saving, the copy then shares the others' tensors
+        # with θ and holds gradients and AdamW state for the trained ones alone). In the key only when set
+        inner_train: Literal["full", "base"] = "full"
 
     config_name = "meta"
     # the base's keys we have our own of: a --set on the base's reaches ours unless ours is set (config.reaching)
     replaces = ("steps", "lr", "weight_decay", "max_grad_norm")
     borrows = ("steps", "lr")  # of those, the ones whose 0 means the base's value (schedule)
     version = "3"  # 3: order 2's τ and inner clipping; 2: the terms evaluated together, fused inner AdamW
+    optimizer_state, device = "float32", "cpu"  # unlearn.optimizer_state and the run's device, from prepare's ctx
 
     def __init__(self, config=None, base: Method | None = None, suffix: str = "meta"):
         """``base``: the method wrapped (built by ``relearnbench.config.build`` for ``esd+meta``);
@@ -107,9 +112,11 @@ class Meta(LossMethod):
     def describe(self) -> dict:
         """What the artifact hash covers: our config and the base method's. The class is named as
         the per-base classes this wrapper used to make (``ESD_meta``), so cached artifacts stay valid."""
+        config = dataclasses.asdict(self.config)
+        if config["inner_train"] == "full":  # the keys of cells made before the setting existed
+            del config["inner_train"]
         return {**super().describe(), "class": f"{__name__}.{type(self.base).__name__}_{self.suffix}",
-                "config": {"meta": dataclasses.asdict(self.config), "suffix": self.suffix,
-                           "base": self.base.describe()}}
+                "config": {"meta": config, "suffix": self.suffix, "base": self.base.describe()}}
 
     def schedule(self) -> tuple[int, float]:
         """(outer steps, learning rate): ours, else the loss-based base method's."""
@@ -140,6 +147,7 @@ class Meta(LossMethod):
         self.model, self.named = model, named
         self.generator = torch.Generator().manual_seed(seeds.of(ctx.seed, "meta"))
         self.data = self._data(model, concept, ctx)
+        self.optimizer_state, self.device = getattr(ctx, "optimizer_state", "float32"), ctx.device
         if self.config.order == 1 and self.meta_terms():
             self._allocate_copy(model, {n for n, _ in named})
         return named
@@ -184,6 +192,7 @@ class Meta(LossMethod):
     def release(self) -> None:
         """The harness reuses this instance for many cells: drop the model, the buffers and the data."""
         self.model = self.named = self.copy = self.copy_params = self.copy_trained = self.inner_opt = None
+        self.copy_sources = None
         self.data = None
         if self.loss_based():
             self.base.release()
@@ -243,13 +252,27 @@ class Meta(LossMethod):
     # -- order 1: the authors' procedure -----------------------------------------------------------
     def _allocate_copy(self, model: Model, trained: set[str]):
         """θ': a UNet copy made once (each step copies θ into it in place) and its AdamW, whose
-        state is zeroed in place each step (the same as the fresh optimizer the authors make)."""
-        self.copy = copy.deepcopy(model.unet).requires_grad_(True)  # the attacker finetunes every weight
-        self.copy_params = list(self.copy.parameters())
+        state is zeroed in place each step (the same as the fresh optimizer the authors make). With
+        ``inner_train="base"`` the copy's untrained weights are θ's own tensors (frozen through the unlearning)."""
+        from relearnbench.memory import optimizer_with_state
+
+        if self.config.inner_train == "full":  # the attacker finetunes every weight
+            self.copy = copy.deepcopy(model.unet).requires_grad_(True)
+            self.copy_params = list(self.copy.parameters())
+            self.copy_sources = list(model.unet.parameters())
+        else:
+            shared = {id(p): p for n, p in model.unet.named_parameters() if n not in trained}
+            self.copy = copy.deepcopy(model.unet, shared)
+            pairs = [(p, src) for (n, p), src in zip(self.copy.named_parameters(), model.unet.parameters())
+                     if n in trained]
+            self.copy_params, self.copy_sources = [p for p, _ in pairs], [src for _, src in pairs]
+            for p in self.copy_params:
+                p.requires_grad_(True)
         self.copy_trained = [p for n, p in self.copy.named_parameters() if n in trained]
         fused = self.copy_params[0].device.type in ("cpu", "cuda")  # one kernel: 5x faster on the toy CPU
-        self.inner_opt = torch.optim.AdamW(self.copy_params, lr=self.config.inner_lr,
-                                           weight_decay=self.config.weight_decay, fused=fused)
+        self.inner_opt = optimizer_with_state(
+            torch.optim.AdamW(self.copy_params, lr=self.config.inner_lr, weight_decay=self.config.weight_decay,
+                              fused=fused), self.optimizer_state, self.device)
 
     def _first_order(self, model: Model, named: list) -> None:
         params = [p for _, p in named]
@@ -265,8 +288,10 @@ class Meta(LossMethod):
         """θ' ← θ, then M AdamW steps on forget-train images: the authors' simulated finetune."""
         c, g = self.config, self.generator
         with torch.no_grad():
-            for dst, src in zip(self.copy_params, model.unet.parameters()):
+            for dst, src in zip(self.copy_params, self.copy_sources):
                 dst.copy_(src)
+            if self.optimizer_state == "8bit":  # its quantisation maps must not be zeroed: a fresh state
+                self.inner_opt.state.clear()
             for state in self.inner_opt.state.values():
                 for v in state.values():
                     v.zero_()
@@ -278,6 +303,7 @@ class Meta(LossMethod):
             if c.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(self.copy_params, c.max_grad_norm)
             self.inner_opt.step()
+            self.inner_opt.zero_grad(set_to_none=True)  # not held beside the gradients of the terms at θ'
 
     # -- order 2: the paper's objective (methods/meta_order2.py) -----------------------------------
     def objective(self, model: Model, named: list, second_order: bool = True) -> torch.Tensor:

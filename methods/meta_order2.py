@@ -49,17 +49,20 @@ def fast_weights(meta, model: Model, second_order: bool = True) -> dict:
     """θ_FT: M SGD steps of size τ on forget-train images, each gradient scaled to norm ``max_grad_norm``
     (none when 0), kept in the autograd graph when ``second_order``."""
     c, g, step_size = meta.config, meta.generator, tau(meta, model)
-    # trained weights enter as themselves, the others as fresh leaves the inner step may move
-    fast = {n: p if p.requires_grad else p.detach().requires_grad_(True)
+    # trained weights enter as themselves, the others as fresh leaves the inner step may move (inner_train "full"),
+    # or as they are, fixed (inner_train "base": the inner steps move the trained weights alone)
+    full = c.inner_train == "full"
+    fast = {n: p if p.requires_grad or not full else p.detach().requires_grad_(True)
             for n, p in model.unet.named_parameters()}
+    moving = [n for n, v in fast.items() if v.requires_grad]
     for x0, cond in meta.data["forget_train"].batches(c.inner_steps, c.inner_batch, g):
         loss = denoising_loss(model, x0, cond, unet=At(model.unet, fast), generator=g)
-        grads = torch.autograd.grad(loss, list(fast.values()), create_graph=second_order, allow_unused=True)
+        grads = torch.autograd.grad(loss, [fast[n] for n in moving], create_graph=second_order, allow_unused=True)
         step = step_size
         if c.max_grad_norm:
             norm = torch.sqrt(sum((gr.float() ** 2).sum() for gr in grads if gr is not None))
             step = step_size * c.max_grad_norm / (norm + 1e-12)
-        fast = {n: v if gr is None else v - step * gr for (n, v), gr in zip(fast.items(), grads)}
+        fast = {**fast, **{n: fast[n] - step * gr for n, gr in zip(moving, grads) if gr is not None}}
     return fast
 
 

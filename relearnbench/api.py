@@ -219,6 +219,7 @@ class Context:
     sample_config: Any = field(kw_only=True)
     generate_config: Any = field(kw_only=True)
     checkpointing: bool = False  # unlearn.checkpointing: the trained UNet recomputes its activations in backward
+    optimizer_state: str = "float32"  # unlearn.optimizer_state: the dtype of AdamW's moments (relearnbench.memory)
 
     def track(self, iterable, description: str, total: Optional[int] = None):
         """Iterate with a progress bar (a no-op without one)."""
@@ -297,7 +298,9 @@ class LossMethod(Method):
         model.unet.requires_grad_(False)
         for p in params:
             p.requires_grad_(True)
-        opt = self.optimizer(params)
+        from relearnbench.memory import optimizer_with_state
+
+        opt = optimizer_with_state(self.optimizer(params), getattr(ctx, "optimizer_state", "float32"), ctx.device)
         clip = getattr(self.config, "max_grad_norm", 0.0)
         for step in ctx.track(range(self.steps), self.title(), total=self.steps):
             loss = self.loss(model, step)

@@ -12,25 +12,107 @@ an upper bound of the stage's.
 from __future__ import annotations
 
 import contextlib
+import functools
 import pathlib
 import sys
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 MIB = 2 ** 20
 
 
 @dataclass(frozen=True)
 class UnlearnConfig:
-    """``--set unlearn.KEY=VALUE``: how the harness holds the UNet a method trains (the numbers stay the same)."""
+    """``--set unlearn.KEY=VALUE``: how the harness holds the UNet a method trains (``checkpointing`` keeps the
+    numbers; ``optimizer_state`` changes them and enters the unlearned model's key when set)."""
 
     # recompute the trained UNet's activations in backward (diffusers' gradient checkpointing): about a quarter
     # of the activation memory for ~30 % more time; off by default (the CPU has the memory, not the time)
     checkpointing: bool = False
+    # the AdamW state (both moments) of the trained UNet weights, meta's simulated finetune included: float32 as
+    # torch keeps it (8 bytes a trained weight); bfloat16 (4; ours: a saving that changes the numbers in the last
+    # bits of each moment); 8bit, bitsandbytes' AdamW8bit (2; ours: CUDA only). Enters the unlearned model's key
+    # only when set
+    optimizer_state: Literal["float32", "bfloat16", "8bit"] = "float32"
 
 
 UnlearnConfig.config_name = "unlearn"
 _OPEN: list[dict] = []  # the stages being measured in this process, outermost first
+STATE_BYTES = {"float32": 8, "bfloat16": 4, "8bit": 2}  # AdamW's two moments, bytes per trained weight
+
+
+def optimizer_with_state(opt, state: str, device="cpu"):
+    """``opt`` (a torch AdamW a method built) with its moments kept as ``state`` says (``unlearn.optimizer_state``):
+    ``opt`` itself for float32, else a new optimizer over the same parameter groups and settings."""
+    import torch
+
+    if state == "float32":
+        return opt
+    if type(opt) is not torch.optim.AdamW:
+        from relearnbench.errors import UserError
+
+        raise UserError(f"unlearn.optimizer_state={state}: keeps AdamW's moments only, and this method builds "
+                        f"{type(opt).__name__}; drop the setting (--set unlearn.optimizer_state=float32)")
+    groups = [{k: v for k, v in g.items() if k in ("params", "lr", "betas", "eps", "weight_decay")}
+              for g in opt.param_groups]
+    if state == "bfloat16":
+        return adamw_bf16()(groups)
+    return _adamw8bit(groups, device)
+
+
+def _adamw8bit(groups: list, device):
+    from relearnbench.errors import UserError
+
+    if not str(device).startswith("cuda"):
+        raise UserError(f"unlearn.optimizer_state=8bit: bitsandbytes' AdamW8bit runs on CUDA and this run's device "
+                        f"is {device}; on the CPU use --set unlearn.optimizer_state=bfloat16")
+    try:
+        import bitsandbytes as bnb
+    except ImportError as e:
+        raise UserError("unlearn.optimizer_state=8bit needs bitsandbytes (pip install bitsandbytes), or use "
+                        "--set unlearn.optimizer_state=bfloat16") from e
+    return bnb.optim.AdamW8bit(groups)
+
+
+@functools.cache
+def adamw_bf16():
+    """torch.optim.AdamW with bfloat16 moments (the class is made on first use: importing this module imports no
+    torch)."""
+    import torch
+
+    class AdamWBF16(torch.optim.AdamW):
+        """AdamW whose two moments are stored in bfloat16: half torch's float32 state for float32 weights. Each
+        step widens one parameter's moments to float32, runs torch's own single-tensor AdamW update on them
+        (``torch.optim.adamw.adamw``) and rounds them back, so the update is torch's and only the stored moments
+        lose precision (bfloat16 has float32's range: the small second moments do not underflow). No installed
+        library keeps float32 weights with bfloat16 moments (torch's keep the parameter's dtype; bitsandbytes'
+        8-bit one runs on CUDA only)."""
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            from torch.optim.adamw import adamw
+
+            loss = None if closure is None else closure()
+            for group in self.param_groups:
+                beta1, beta2 = group["betas"]
+                for p in group["params"]:
+                    if p.grad is None:
+                        continue
+                    state = self.state[p]
+                    if not state:
+                        state["step"] = torch.tensor(0.0)
+                        state["exp_avg"] = torch.zeros_like(p, dtype=torch.bfloat16)
+                        state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.bfloat16)
+                    m, v = state["exp_avg"].float(), state["exp_avg_sq"].float()
+                    adamw([p], [p.grad], [m], [v], [], [state["step"]], foreach=False, amsgrad=False, beta1=beta1,
+                          beta2=beta2, lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"],
+                          maximize=False)
+                    state["exp_avg"].copy_(m)
+                    state["exp_avg_sq"].copy_(v)
+            return loss
+
+    return AdamWBF16
 
 
 @contextlib.contextmanager
@@ -317,12 +399,13 @@ _ACTIVATIONS: dict = {}  # (model, batch, train, resolution) -> bytes: each coun
 
 
 def floors(model, method, attack, sample, dtype_bytes: int, checkpointing: bool = False,
-           resolution: int | None = None) -> dict[str, Floor]:
+           resolution: int | None = None, optimizer_state: str = "float32") -> dict[str, Floor]:
     """The floor of each stage of a cell (``unlearn``, ``attack``, ``eval``): what its recipe holds at its peak.
 
     ``model``: ``meta_model``'s; ``method`` / ``attack``: the plan's plugin instances (their resolved settings);
     ``sample``: the SampleConfig; ``dtype_bytes``: of the run's ``--dtype`` (the frozen text encoder, VAE and
-    teachers; trained UNet weights stay float32, AdamW's state is float32 like them). Activations are counted
+    teachers; trained UNet weights stay float32). ``optimizer_state`` (``unlearn.optimizer_state``): the dtype of
+    the methods' AdamW moments (``STATE_BYTES``; an attack's stay float32). Activations are counted
     on the meta device (``unet_activations``) at the recipe's largest UNet batch with a graph; ``checkpointing``
     (``unlearn.checkpointing``) keeps about one UNet block's activations instead, counted as 1/4 (an estimate).
     The original model the harness caches between cells is no part of the recipe: ``harness_extra`` counts it."""
@@ -332,6 +415,10 @@ def floors(model, method, attack, sample, dtype_bytes: int, checkpointing: bool 
     n_unet = sum(p.numel() for p in unet.parameters())
     U = 4 * n_unet  # the UNet's float32 weights
     frozen = (_text_bytes(model) + _bytes(model.vae)) * dtype_bytes / 4  # meta_model built them in fp32
+    state = STATE_BYTES[optimizer_state]
+    adam = {"float32": "AdamW state (2 x fp32)", "bfloat16": "AdamW state (2 x bf16)",
+            "8bit": "AdamW state (2 x 8 bit)"}[optimizer_state]
+
     def act(batch: int, train: bool = True, trained_unet: bool = True) -> float:
         """``trained_unet``: a method's (unlearn.checkpointing applies), not an attack's."""
         key = (id(model), batch, train, resolution)
@@ -344,22 +431,26 @@ def floors(model, method, attack, sample, dtype_bytes: int, checkpointing: bool 
     f = Floor().add("UNet weights (fp32)", U).add("text encoder + VAE", frozen)
     base = getattr(method, "base", None)
     core = base if base is not None else method
+    P = n_unet  # the weights that train: a closed-form base's meta trains every one
     if isinstance(core, LossMethod):
-        P = _trained(core, unet)
-        f.add("gradients of trained weights", 4 * P).add("AdamW state (2 x fp32)", 8 * P)
+        if base is None or getattr(method.config, "train", "base") != "full":
+            P = _trained(core, unet)
+        f.add("gradients of trained weights", 4 * P).add(adam, state * P)
         if getattr(core, "config_name", "") in TEACHER:
             f.add("frozen teacher UNet", n_unet * dtype_bytes)
         f.add("activations", act(getattr(core.config, "batch_size", 1)))
     if base is not None:  # X+meta / X+retain (methods/meta.py)
         c = method.config
         if not isinstance(core, LossMethod):  # the closed-form base ran first; every UNet weight trains
-            f.add("gradients of trained weights", U).add("AdamW state (2 x fp32)", 2 * U)
+            f.add("gradients of trained weights", U).add(adam, state * n_unet)
         group = c.forward_batch or c.batch_size * c.term_batches * 5
         meta_terms = method.meta_terms()
-        if meta_terms and c.order == 1:
-            f.add("meta: finetuned copy θ'", U).add("meta: its gradients", U).add("meta: its AdamW state", 2 * U)
+        inner = n_unet if getattr(c, "inner_train", "full") == "full" else P  # what the simulated finetune trains
+        if meta_terms and c.order == 1:  # inner_train "base": its untrained weights are θ's, shared
+            f.add("meta: finetuned copy θ'", 4 * inner).add("meta: its gradients", 4 * inner)
+            f.add("meta: its " + adam, state * inner)
         elif meta_terms:  # order 2: each inner step's weights and gradients stay in the graph
-            f.add("meta: inner weights and gradients in the graph (order 2)", 2 * c.inner_steps * U)
+            f.add("meta: inner weights and gradients in the graph (order 2)", 2 * c.inner_steps * 4 * inner)
             f.add("meta: inner activations kept for the second backward", c.inner_steps * act(c.inner_batch))
         f.parts["activations"] = max(f.parts.get("activations", 0), act(group),
                                      act(c.inner_batch) if meta_terms else 0)
@@ -414,7 +505,8 @@ def cell_floors(p, cell: tuple, resolution: int | None = None, dtype: str | None
     model = _META[key]
     dtype_bytes = 4 if DTYPES.get(dtype or p.spec.dtype, dtype or p.spec.dtype) == "float32" else 2
     out = floors(model, p.method(method, model_name), p.attack(attack, model_name), p.sample[p.scales[model_name]],
-                 dtype_bytes, checkpointing=p.unlearn.checkpointing if p.unlearn else False, resolution=resolution)
+                 dtype_bytes, checkpointing=p.unlearn.checkpointing if p.unlearn else False, resolution=resolution,
+                 optimizer_state=p.unlearn.optimizer_state if p.unlearn else "float32")
     out["harness"] = harness_extra(model, dtype_bytes)
     return out
 
@@ -485,5 +577,6 @@ def preflight_warnings(p) -> list[str]:
             out.append(f"cell {'/'.join(map(str, cell))} may need ~{need / GB:.1f} GB (the memory model) but "
                        f"{p.spec.device} has {free / GB:.1f} GB free: it may run out of memory; try "
                        "--set unlearn.checkpointing=true, smaller batch sizes (--set PLUGIN.batch_size=N, "
-                       "meta.forward_batch=N), or a larger device (docs/gpu-memory.md)")
+                       "meta.forward_batch=N), the savings that change the numbers (unlearn.optimizer_state="
+                       "bfloat16 or 8bit, meta.inner_train=base), or a larger device (docs/gpu-memory.md)")
     return out

@@ -176,7 +176,8 @@ def context(p: Plan, model_name: str, concept: str, seed: int, artifacts: Artifa
     base = (lambda: copy_model(base_model(p, model_name))) if p.needs_model else None
     return Context(device=p.spec.device, dtype=p.spec.dtype, seed=seed, judge=p.judges.get((concept, scale)),
                    base=base, artifacts=artifacts, progress=progress, sample_config=p.sample[scale],
-                   generate_config=p.generate[scale], checkpointing=p.unlearn.checkpointing)
+                   generate_config=p.generate[scale], checkpointing=p.unlearn.checkpointing,
+                   optimizer_state=p.unlearn.optimizer_state)
 
 
 def evaluate_stage(p: Plan, model, concept_name: str, ctx: Context, stage: str, cell: dict,
@@ -209,7 +210,9 @@ def unlearn_key(p: Plan, model: str, concept: str, method: str, seed: int) -> st
                    "fingerprint": _fingerprint(p, model), "concept": p.concepts[concept].sha256,
                    "method": method, "plugin": p.method(method, model).describe(), "seed": seed,
                    "device": p.spec.device, "dtype": p.spec.dtype,
-                   "generated": p.generate[p.scales[model]].generation()})  # a method's generated training images
+                   "generated": p.generate[p.scales[model]].generation(),  # a method's generated training images
+                   # AdamW's moments in bfloat16 or 8 bits change the numbers: in the key only when set
+                   **({"optimizer_state": p.unlearn.optimizer_state} if p.unlearn.optimizer_state != "float32" else {})})
 
 
 def _fingerprint(p: Plan, model: str) -> str:
