@@ -1,16 +1,22 @@
 """Paired per-seed differences of ASR from a base method along the relearning curve, as a markdown table:
 mean ± 95 % Student-t half-width over the seeds both methods ran, and each seed's difference.
 
-    python leaderboards/paired.py RUN_DIR... [--bases esd,salun,uce] [--attack ft]
+    python leaderboards/paired.py RUN_DIR_OR_LONG_CSV... [--bases esd,salun,...] [--attack ft]
+    python leaderboards/paired.py RUN_DIR_OR_LONG_CSV... --verdicts 100     # does +meta beat +retain at step 100?
 
-Each base method B is set against B+meta and its retain-only control B+retain.
+Each base method B is set against B+meta and its retain-only control B+retain. With ``--verdicts N`` it prints
+instead one line per base method: B+meta against B+retain after N attack steps, paired over the seeds both ran,
+per concept; "beats" only where the 95 % interval of the difference excludes 0 in the metric's better direction.
+A ``.csv`` argument is a long table (``relearnbench table RUN --long --format csv``, e.g. leaderboards/toy.csv).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from relearnbench.table import load, stage_order, t_interval
+from relearnbench.table import direction, load, stage_order, t_interval
+
+BASES = "esd,salun,sdd,ca,fmn,uce,rece"  # the toy leaderboard's base methods, each with +meta and +retain
 
 
 def paired(df, base: str, others: list[str], attack: str, metric: str = "asr"):
@@ -33,13 +39,53 @@ def paired(df, base: str, others: list[str], attack: str, metric: str = "asr"):
     return rows
 
 
+def verdicts(df, base: str, attack: str, step: int, metric: str = "asr") -> str:
+    """One line: does ``base+meta`` beat ``base+retain`` after ``step`` steps of ``attack``, per concept, paired
+    over the seeds both ran (mean difference ± 95 % Student-t half-width, meta − retain)."""
+    meta, retain, stage = f"{base}+meta", f"{base}+retain", f"post@{step}"
+    lower = direction(metric) is False  # ASR: lower is better for the defender
+    df = df[(df.attack == attack) & (df.metric == metric) & (df.stage == stage)]
+    parts, words = [], []
+    for concept in sorted(set(df.concept)):
+        wide = df[df.concept == concept].pivot_table(index="seed", columns="method", values="value")
+        if meta not in wide or retain not in wide:
+            parts.append(f"{concept}: not run")
+            continue
+        diff = (wide[meta] - wide[retain]).dropna()
+        if len(diff) < 2:
+            parts.append(f"{concept}: {len(diff)} seed, no interval")
+            continue
+        mean, half = t_interval(diff.tolist())
+        better, worse = (mean + half < 0, mean - half > 0) if lower else (mean - half > 0, mean + half < 0)
+        words.append("beats" if better else "loses to" if worse else "does not beat (the interval holds 0)")
+        parts.append(f"{concept}: {words[-1]}, {mean:+.1f} ± {half:.1f} over {len(diff)} seeds")
+    head = f"- **{meta}** against {retain}, {metric} after {step} {attack} steps"
+    if not parts:
+        return f"{head}: no records"
+    return f"{head} (beats on {words.count('beats')} of {len(words)} concepts compared): " + "; ".join(parts)
+
+
+def read(paths: list[str]):
+    """Records of run directories, or of long CSVs as ``relearnbench table --long --format csv`` writes them."""
+    import pandas as pd
+
+    csvs = [pd.read_csv(p) for p in paths if p.endswith(".csv")]
+    runs = [p for p in paths if not p.endswith(".csv")]
+    return pd.concat(csvs + ([load(runs)[0]] if runs else []), ignore_index=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+")
-    p.add_argument("--bases", default="esd,salun,uce", help="base methods, each against its +meta and +retain")
+    p.add_argument("--bases", default=BASES, help="base methods, each against its +meta and +retain")
     p.add_argument("--attack", default="ft")
+    p.add_argument("--verdicts", type=int, metavar="STEP", help="one line per base method: +meta against +retain")
     a = p.parse_args()
-    records, _ = load(a.runs)
+    records = read(a.runs)
+    if a.verdicts is not None:
+        for base in a.bases.split(","):
+            print(verdicts(records, base, a.attack, a.verdicts))
+        return
     print("| concept | stage | method | base's ASR % | difference from its base | per seed | seeds |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for base in a.bases.split(","):

@@ -12,6 +12,8 @@ relearnbench table "$@" --long --format csv > "$here/toy.csv"
   relearnbench table "$@" --format md | sed 's/  (.*)\*\*$/**/'
   echo; echo "### Relearning curves (ASR % at each attack step)"
   relearnbench table "$@" --format md --stages all --metrics asr | sed 's/  (.*)\*\*$/**/'
+  echo; echo "### Does each +meta beat its +retain control? (ASR % after 100 ft steps, +meta − +retain paired by seed)"
+  echo; python "$here/paired.py" "$@" --attack ft --verdicts 100
   for attack in ft lora; do
     echo; echo "### Each +meta and its +retain control against the base method, paired by seed (ASR % under $attack)"
     echo; python "$here/paired.py" "$@" --attack $attack
