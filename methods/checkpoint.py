@@ -1,7 +1,9 @@
-"""An erased model trained elsewhere: the base model's UNet replaced by an external checkpoint.
+"""An erased model trained elsewhere: the base model's UNet (or text encoder) replaced by an external checkpoint.
 
 ``--methods checkpoint --set checkpoint.path=P`` trains nothing. Its "unlearned model" is the base
-model (``--model``) with the UNet weights of ``P``; the base model itself stays the original for
+model (``--model``) with the UNet weights of ``P``, and with ``--set checkpoint.text_encoder=E`` the text
+encoder of ``E`` (a text-encoder release such as AdvUnlearn's; ``path`` may then be left unset, the UNet staying
+the base's); the base model itself stays the original for
 everything else the harness does with it (attack data, benign references). So a published erased
 model (ESD's, UCE's, a checkpoint zoo's, your own method's) is attacked and scored exactly like one
 unlearned here. Several checkpoints in one grid are variants ``checkpoint@NAME``, each with its own
@@ -13,6 +15,13 @@ unlearned here. Several checkpoints in one grid are variants ``checkpoint@NAME``
 * a CompVis (original Stable Diffusion) checkpoint, ``.ckpt`` / ``.pt`` / ``.safetensors``, whose
   ``model.diffusion_model.*`` weights diffusers' own ``convert_ldm_unet_checkpoint`` renames, with
   the base UNet's config.
+
+``E`` may be
+* a transformers text-encoder folder (``config.json`` + weights: AdvUnlearn's Hugging Face release, e.g. its
+  ``nudity_unlearned/``), or a pipeline folder holding one in ``text_encoder/`` (and SDXL's ``text_encoder_2/``,
+  which replaces the second encoder: ``relearnbench export`` writes both);
+* a state dict, ``.safetensors`` or ``.bin`` / ``.pt`` / ``.pth``, in transformers' key names (with or without the
+  ``text_model.`` prefix) or as AdvUnlearn's training script saves it (its ``CustomTextEncoder``: ``text_encoder.*``).
 
 Pickled files are loaded with ``torch.load(weights_only=True)``; one that needs more (a pickle can
 run code) is refused unless ``trust_pickle`` is set. The artifact hash covers the weights' sha256,
@@ -40,6 +49,7 @@ class Checkpoint(Method):
     @dataclass(frozen=True)
     class Config:
         path: str = ""  # the checkpoint: a diffusers UNet/pipeline folder, .safetensors, .ckpt/.pt/.pth/.bin
+        text_encoder: str = ""  # a text-encoder release: its folder, a pipeline folder, a state dict ("" = the base's)
         trust_pickle: bool = False  # load a pickle that weights_only=True refuses (it can run code: trusted files only)
 
     config_name = "checkpoint"
@@ -47,17 +57,32 @@ class Checkpoint(Method):
 
     def __init__(self, config=None):
         super().__init__(config)
-        self.file = weights_path(self.config.path, self.config_name)  # checked before any work
+        te = self.config.text_encoder  # checked before any work: a UNet, a text encoder or both
+        self.file = weights_path(self.config.path, self.config_name) if self.config.path or not te else None
+        self.encoder_file = encoder_path(te, self.config_name) if te else None
 
     def describe(self) -> dict:
-        """What the artifact hash covers: class, version, the settings and the checkpoint's bytes."""
+        """What the artifact hash covers: class, version, the settings and the checkpoints' bytes (a UNet-only
+        checkpoint's as before text encoders were read: no text_encoder key)."""
         d = super().describe()
-        return {**d, "config": {**d["config"], "sha256": file_sha256(self.file)}}
+        config = {k: v for k, v in d["config"].items() if k != "text_encoder" or v}
+        if self.file is not None:
+            config["sha256"] = file_sha256(self.file)
+        if self.encoder_file is not None:
+            config["text_encoder_sha256"] = file_sha256(self.encoder_file)
+        return {**d, "config": config}
 
     def unlearn(self, model: Model, concept: Concept, ctx: Context) -> None:
-        state = load_unet_state(self.file, model.unet.config, self.config.trust_pickle, self.config_name)
-        check_fits(state, model.unet.state_dict(), self.config.path)
-        model.unet.load_state_dict(state)  # copied into the base UNet's float32 parameters
+        if self.file is not None:
+            state = load_unet_state(self.file, model.unet.config, self.config.trust_pickle, self.config_name)
+            check_fits(state, model.unet.state_dict(), self.config.path)
+            model.unet.load_state_dict(state)  # copied into the base UNet's float32 parameters
+        if self.encoder_file is not None:
+            for name, state in load_encoder_states(self.encoder_file, model, self.config.trust_pickle,
+                                                   self.config_name).items():
+                encoder = getattr(model, name)
+                check_fits(state, encoder.state_dict(), self.config.text_encoder, name.replace("_", " "))
+                encoder.load_state_dict(state)  # copied into the base's parameters, in their dtype (frozen)
 
 
 def weights_path(path: str, namespace: str = "checkpoint") -> pathlib.Path:
@@ -147,8 +172,59 @@ def _load_pickle(path: pathlib.Path, trust_pickle: bool, namespace: str) -> dict
     return state
 
 
-def check_fits(state: dict, base: dict, path: str) -> None:
-    """One-line error when the checkpoint's tensors do not match the base UNet's names and shapes."""
+ENCODER_PREFIX = "text_encoder."  # AdvUnlearn's train-scripts/utils/util.py save_text_encoder: a CustomTextEncoder's
+# state dict, the CLIPTextModel under text_encoder.* (and its submodules again under embedding.*, encoder.*, ...)
+
+
+def encoder_path(path: str, namespace: str = "checkpoint") -> pathlib.Path:
+    """The text-encoder file or folder to read, or a one-line error saying what is wrong with ``path``."""
+    p = pathlib.Path(path).expanduser()
+    if not p.exists():
+        raise UserError(f"{namespace}.text_encoder={path}: no such file or folder")
+    if p.is_dir():
+        if not ((p / "text_encoder" / "config.json").exists() or (p / "config.json").exists()):
+            raise UserError(f"{namespace}.text_encoder={path}: a folder, but neither a text-encoder folder "
+                            "(config.json) nor a pipeline folder with text_encoder/config.json")
+        return p
+    if p.suffix not in PICKLES + (".safetensors",):
+        raise UserError(f"{namespace}.text_encoder={path}: unknown format {p.suffix or '(no suffix)'}; expected a "
+                        "text-encoder or pipeline folder, a .safetensors file, or a .pt / .pth / .bin file")
+    return p
+
+
+def load_encoder_states(path: pathlib.Path, model: Model, trust_pickle: bool = False,
+                        namespace: str = "checkpoint") -> dict[str, dict]:
+    """{"text_encoder": state (, "text_encoder_2": state)} in the base encoders' key names, from a text-encoder
+    folder, a pipeline folder (its text_encoder/ and, for SDXL, text_encoder_2/) or a state-dict file."""
+    import torch
+
+    if path.is_dir():
+        folders = {"text_encoder": path} if (path / "config.json").exists() else \
+            {k: path / k for k in ("text_encoder", "text_encoder_2")
+             if getattr(model, k, None) is not None and (path / k / "config.json").exists()}
+        return {k: type(getattr(model, k)).from_pretrained(folder, torch_dtype=torch.float32).state_dict()
+                for k, folder in folders.items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except Exception as e:
+            raise UserError(f"{namespace}.text_encoder={path}: not a readable safetensors file ({_line(e)})") from e
+    else:
+        state = _load_pickle(path, trust_pickle, namespace)
+    if any(k.startswith(ENCODER_PREFIX) for k in state):
+        state = {k[len(ENCODER_PREFIX):]: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
+    # transformers 4 named the weights text_model.*, transformers 5 without it: the base encoder's names
+    base = model.text_encoder.state_dict()
+    bare = {k.removeprefix("text_model."): v for k, v in state.items()  # position_ids: a buffer older files kept
+            if isinstance(v, torch.Tensor) and not k.endswith("embeddings.position_ids")}
+    named = {k: bare.pop(k.removeprefix("text_model.")) for k in base if k.removeprefix("text_model.") in bare}
+    return {"text_encoder": {**named, **bare}}
+
+
+def check_fits(state: dict, base: dict, path: str, part: str = "UNet") -> None:
+    """One-line error when the checkpoint's tensors do not match the base ``part``'s names and shapes."""
     missing = [k for k in base if k not in state]
     unexpected = [k for k in state if k not in base]
     shapes = [k for k in base if k in state and tuple(state[k].shape) != tuple(base[k].shape)]
@@ -157,8 +233,8 @@ def check_fits(state: dict, base: dict, path: str) -> None:
                  f"{len(unexpected)} unexpected ({_first(unexpected)})" if unexpected else "",
                  f"{len(shapes)} of another shape ({', '.join(f'{k} {tuple(state[k].shape)} vs {tuple(base[k].shape)}' for k in shapes[:2])})"
                  if shapes else ""]
-        raise UserError(f"checkpoint {path} does not fit the base model's UNet ({len(base)} tensors): "
-                        f"{'; '.join(p for p in parts if p)}; is it a UNet of this --model's architecture?")
+        raise UserError(f"checkpoint {path} does not fit the base model's {part} ({len(base)} tensors): "
+                        f"{'; '.join(p for p in parts if p)}; is it a {part} of this --model's architecture?")
 
 
 def _first(keys: list[str], n: int = 3) -> str:

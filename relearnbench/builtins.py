@@ -35,6 +35,8 @@ def register_all():
     METHODS.register("uce", f"{M}.uce:UCE", description="Unified Concept Editing (Gandikota et al. 2024), closed form")
     METHODS.register("ca", f"{M}.ca:CA", description="Concept Ablation (Kumari et al. 2023): the concept's prediction matched to the anchor's")
     METHODS.register("fmn", f"{M}.fmn:FMN", description="Forget-Me-Not (Zhang et al. 2023): the concept tokens' cross-attention driven to zero")
+    METHODS.register("advunlearn", f"{M}.advunlearn:AdvUnlearn",
+                     description="AdvUnlearn (Zhang et al. 2024): the text encoder adversarially trained against soft prompts")
     METHODS.register("erasediff", f"{M}.erasediff:EraseDiff",
                      description="EraseDiff (Wu et al. 2024): retain loss under a forget constraint, first-order bi-level update")
     METHODS.register("scissorhands", f"{M}.scissorhands:ScissorHands",

@@ -1,7 +1,8 @@
 """``relearnbench export``: a cell's unlearned model (or the attacked one) as a diffusers pipeline folder
 that ``StableDiffusionPipeline.from_pretrained`` loads, with a model card.
 
-The unlearned UNet is the run's cached artifact, put back into the run's base model. The attacked
+The unlearned UNet is the run's cached artifact, put back into the run's base model, with the text encoder
+the method trained when it trained one (``advunlearn``: the pipeline's ``text_encoder/``). The attacked
 model is not cached (a grid of SD cells would hold gigabytes per cell), so ``--stage post`` reruns
 the cell's attack on the unlearned model, seeded as the run seeded it, and keeps the model as it is
 at the attack's last evaluation: the model the cell's ``post`` scores were measured on. A LoRA attack
@@ -52,7 +53,8 @@ def parse_cell(text: str) -> dict:
 
 def export(run_dir: str, given: dict, out: str, stage: str = "pre", lora: str = "merged") -> pathlib.Path:
     from relearnbench.registry import load_plugin
-    from relearnbench.runner import base_model, cached_plan, cell_config, context, setting_changed, unlearn_key
+    from relearnbench.runner import (base_model, cached_plan, cell_config, context, load_unlearned, setting_changed,
+                                     unlearn_key)
     from relearnbench.spec import Spec
 
     store = Store(run_dir, create=False)
@@ -76,17 +78,19 @@ def export(run_dir: str, given: dict, out: str, stage: str = "pre", lora: str = 
                         f"now resolve to ({why}); its model cannot be rebuilt as it was")
     # the unlearned model the cell's numbers came from, by the key it was stored under: the key code computes
     # today may differ for a cell run by older code (a new field in it), though the settings are the same
-    used = [path for path in store.artifacts_used(cell)
-            if path.startswith("unlearn/") and path.endswith(".safetensors")]
+    used = [path for path in store.artifacts_used(cell)  # the UNet's file: KEY.safetensors (KEY.text_encoder... beside)
+            if path.startswith("unlearn/") and path.endswith(".safetensors") and "." not in pathlib.PurePath(path).stem]
     ukey = pathlib.PurePath(used[0]).stem if used else unlearn_key(p, model_name, concept, method, cell[4])
     art = store.artifacts
-    state = art.load_tensors("unlearn", ukey, device=spec.device)  # None when absent or damaged
-    if state is None:
+    stats = art.load_json("unlearn", ukey) or {}
+    saved = load_unlearned(art, ukey, stats, spec.device)  # None when a file is absent or damaged
+    if saved is None:
+        files = ", ".join(f"{ukey}{part}.safetensors" for part in ["", *(f".{n}" for n in stats.get("text_encoders", []))])
         raise UserError(f"the unlearned model of {'/'.join(map(str, cell))} is not in {art.root / 'unlearn'} "
-                        f"(expected {ukey}.safetensors, intact); rerun the cell into this run directory")
+                        f"(expected {files}, intact); rerun the cell into this run directory")
     from relearnbench.models import copy_model
 
-    model = copy_model(base_model(p, model_name), state)
+    model = copy_model(base_model(p, model_name), *saved)  # its trained text encoder too (advunlearn)
     attacked = {}
     if stage == "post":
         ctx = context(p, model_name, concept, cell[4], art)

@@ -267,8 +267,13 @@ def _folder_fingerprint(folder: pathlib.Path) -> str:
     return h.hexdigest()[:16]
 
 
-def copy_model(model: Model, unet_state: dict | None = None) -> Model:
-    """A copy whose UNet (and text encoder, which concept inversion edits) can be changed freely."""
+ENCODERS = ("text_encoder", "text_encoder_2")  # the text encoders a method may train (AdvUnlearn), SDXL's second too
+
+
+def copy_model(model: Model, unet_state: dict | None = None, encoder_states: dict | None = None) -> Model:
+    """A copy whose UNet and text encoders (which AdvUnlearn trains and concept inversion edits) can be changed
+    freely. ``unet_state`` / ``encoder_states`` (``{"text_encoder": state, ...}``, ``ENCODERS``): an unlearned
+    model's saved weights, which the copy takes as they are (dtype included)."""
     import copy
 
     if unet_state is None:
@@ -279,13 +284,36 @@ def copy_model(model: Model, unet_state: dict | None = None) -> Model:
         empty = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
                  for p in model.unet.parameters()}
         unet = copy.deepcopy(model.unet, empty)
-        for k in list(unet_state):  # each tensor into fresh memory, one at a time: a file's tensors may sit at
-            unet_state[k] = unet_state[k].clone()  # offsets that change the order of vectorised sums in the last bits
-        unet.load_state_dict(unet_state, assign=True)
-    return dataclasses.replace(model, unet=unet, text_encoder=copy.deepcopy(model.text_encoder),
-                               tokenizer=copy.deepcopy(model.tokenizer),
-                               text_encoder_2=copy.deepcopy(model.text_encoder_2),
-                               tokenizer_2=copy.deepcopy(model.tokenizer_2))
+        _assign(unet, unet_state)
+    encoders = {k: copy.deepcopy(getattr(model, k)) for k in ENCODERS}
+    for k, state in (encoder_states or {}).items():
+        _assign(encoders[k], state)
+    return dataclasses.replace(model, unet=unet, tokenizer=copy.deepcopy(model.tokenizer),
+                               tokenizer_2=copy.deepcopy(model.tokenizer_2), **encoders)
+
+
+def _assign(module, state: dict) -> None:
+    """``module`` takes ``state``'s tensors as its weights (dtype included)."""
+    for k in list(state):  # each tensor into fresh memory, one at a time: a file's tensors may sit at
+        state[k] = state[k].clone()  # offsets that change the order of vectorised sums in the last bits
+    module.load_state_dict(state, assign=True)
+
+
+def changed_encoders(model: Model, base: Model) -> dict[str, dict]:
+    """The state dicts of ``model``'s text encoders that differ from ``base``'s in a value, a dtype or a shape: what
+    an unlearned model carries beside its UNet (``{}`` for a method that changes the UNet alone)."""
+    import torch
+
+    out = {}
+    for k in ENCODERS:
+        mine, theirs = getattr(model, k), getattr(base, k)
+        if mine is None or mine is theirs:
+            continue
+        a, b = mine.state_dict(), theirs.state_dict()
+        if a.keys() != b.keys() or any(x.dtype != b[n].dtype or x.shape != b[n].shape or not torch.equal(x, b[n])
+                                       for n, x in a.items()):
+            out[k] = a
+    return out
 
 
 def model_info(model: Model) -> str:

@@ -255,26 +255,48 @@ def _unlearned(p: Plan, art: Artifacts, ctx: Context, ukey: str, model: str, con
     stats = art.load_json("unlearn", ukey)
     if stats is not None and not p.needs_model:
         return None, stats
-    state = art.load_tensors("unlearn", ukey, device=p.spec.device) if stats is not None else None
-    if state is not None:
+    saved = load_unlearned(art, ukey, stats, p.spec.device) if stats is not None else None
+    if saved is not None:
         from relearnbench.models import copy_model
 
-        return copy_model(base_model(p, model), state), stats
+        return copy_model(base_model(p, model), *saved), stats
     m = ctx.base() if p.needs_model else None
     seed_everything(seeds.of(seed, "unlearn"))
     with measure(p.spec.device) as measured:
         plugin.unlearn(m, p.concepts[concept], ctx)
+    encoders = {}
     if m is not None:
+        from relearnbench.models import changed_encoders
+
         state = m.unet.state_dict()
-        bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+        encoders = changed_encoders(m, base_model(p, model))  # a trained text encoder goes beside the UNet
+        bad = [k for part in (state, *encoders.values()) for k, v in part.items()
+               if v.is_floating_point() and not bool(v.isfinite().all())]
         if bad:
             raise FloatingPointError(f"{method} produced non-finite weights (first: {bad[0]}); "
                                      f"lower its learning rate (--set {plugin.config_name}.lr=...)")
         art.save_tensors("unlearn", ukey, state)
+        for name, encoder in encoders.items():
+            art.save_tensors("unlearn", f"{ukey}.{name}", encoder)
     if stats is None:  # weights recomputed after damage keep the first run's stats, which cells already used
         stats = measured
-        art.save_json("unlearn", ukey, {**stats, "method": method, "plugin": plugin.describe()})
+        # the text encoders saved beside the UNet, named only when there are any (a UNet-only file stays as it was)
+        art.save_json("unlearn", ukey, {**stats, "method": method, "plugin": plugin.describe(),
+                                        **({"text_encoders": sorted(encoders)} if encoders else {})})
     return m, stats
+
+
+def load_unlearned(art: Artifacts, ukey: str, stats: dict, device) -> tuple[dict, dict] | None:
+    """(UNet state, {text encoder: state}) of a cached unlearned model: ``unlearn/KEY.safetensors``, and
+    ``unlearn/KEY.text_encoder.safetensors`` (``.text_encoder_2``) for each text encoder its ``stats`` name as
+    trained; None when a file is absent or damaged."""
+    state = art.load_tensors("unlearn", ukey, device=device)
+    encoders = {}
+    for name in stats.get("text_encoders", []) if state is not None else ():
+        encoders[name] = art.load_tensors("unlearn", f"{ukey}.{name}", device=device)
+        if encoders[name] is None:
+            return None
+    return (state, encoders) if state is not None else None
 
 
 def attack_job(spec: Spec, artifacts: Artifacts, cell: tuple, ukey: str, pre: list[Record],

@@ -1,6 +1,7 @@
 """``relearnbench export`` and the ``checkpoint`` method, round trip: unlearn a toy concept, export the
 cell as a diffusers pipeline, load it back (as the folder, as its UNet state dict, as a CompVis
-single file) with ``checkpoint`` and score it: every ASR and judge score equals the original cell's.
+single file; advunlearn's trained text encoder with the folder and alone)
+with ``checkpoint`` and score it: every ASR and judge score equals the original cell's.
 Bad paths and mismatched checkpoints are one-line errors from the CLI."""
 
 import json
@@ -116,6 +117,31 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path, run_cli, args, says):
     assert "Traceback" not in proc.stderr
     line = next(l for l in proc.stderr.splitlines() if re.search(re.escape(says).replace(r"\.\*", ".*"), l))
     assert len(line) < 600
+
+
+@pytest.mark.slow  # 298 s at load 14 on 2 cores; the default run keeps tests/methods/test_advunlearn.py's harness test
+def test_advunlearn_round_trip_carries_the_text_encoder(tmp_path):
+    """An advunlearn cell (its UNet the original's, its text encoder trained) exported, then read back through
+    checkpoint as the pipeline folder (UNet and text encoder) and as its text encoder alone: every score equals the
+    cell's, per prompt too. (Every form checkpoint.text_encoder reads, AdvUnlearn's own state dict included:
+    tests/methods/test_checkpoint.py.)"""
+    run, folder = tmp_path / "run", tmp_path / "adv"
+    budget = ["steps=4", "warmup=2", "attack_steps=2", "ddim_steps=4"]
+    main(["run", "--methods", "advunlearn", "--attacks", "none", *SMALL,
+          *[x for kv in budget for x in ("--set", f"advunlearn.{kv}")], "--out", str(run)])
+    main(["export", str(run), "--method", "advunlearn", "--out", str(folder)])
+    exported = load_file(folder / "text_encoder" / "model.safetensors")
+    artifact = load_file(next((run / "artifacts" / "unlearn").glob("*.text_encoder.safetensors")))
+    bare = {k.removeprefix("text_model."): v for k, v in exported.items()}
+    assert bare.keys() == artifact.keys() and all(torch.equal(bare[k], artifact[k]) for k in artifact)
+    forms = {"pipeline": [f"path={folder}", f"text_encoder={folder}"], "encoder": [f"text_encoder={folder / 'text_encoder'}"]}
+    sets = [x for name, kvs in forms.items() for kv in kvs for x in ("--set", f"checkpoint@{name}.{kv}")]
+    main(["run", "--methods", ",".join(f"checkpoint@{n}" for n in forms), "--attacks", "none", *SMALL, *sets,
+          "--out", str(run)])
+    original = scores(run, "advunlearn")
+    assert set(original) == {"asr", "related.related", "related.unrelated"} and original["asr"][4] is not None
+    for name in forms:
+        assert scores(run, f"checkpoint@{name}") == original, name
 
 
 @pytest.mark.slow

@@ -120,3 +120,31 @@ def test_compvis_file_with_sd14_block_layout(tmp_path, to_compvis):
     loaded = load_unet_state(tmp_path / "sd14-layout.ckpt", unet.config)
     check_fits(loaded, state, "sd14-layout.ckpt")
     assert_same(loaded, state)
+
+
+def test_a_text_encoder_release_loads_bit_identical_in_every_form(tmp_path):
+    """checkpoint.text_encoder: a transformers folder, a pipeline folder's text_encoder/, a state dict with or without
+    transformers 4's text_model. prefix, and the state dict AdvUnlearn's training script saves (a CustomTextEncoder:
+    text_encoder.* and its parts again); the UNet stays the base's, and a UNet-only checkpoint's key is unchanged."""
+    erased = tiny_model(seed=1).text_encoder
+    want = erased.state_dict()
+    erased.save_pretrained(tmp_path / "release")
+    erased.save_pretrained(tmp_path / "pipeline" / "text_encoder")
+    save_file({f"text_model.{k}": v for k, v in want.items()}, tmp_path / "te.safetensors")
+    script = {f"text_encoder.text_model.{k}": v for k, v in want.items()}
+    script.update({k.replace("embeddings.", "embedding.", 1): v for k, v in want.items()})
+    torch.save(script, tmp_path / "TextEncoder-text_encoder_full-epoch_999.pt")
+    unet = tiny_model().unet.state_dict()
+    for name in ("release", "pipeline", "te.safetensors", "TextEncoder-text_encoder_full-epoch_999.pt"):
+        method = instantiate(METHODS.get("checkpoint"), "toy", {"checkpoint": {"text_encoder": str(tmp_path / name)}})
+        model = tiny_model()
+        method.unlearn(model, None, CTX)
+        assert_same(model.text_encoder.state_dict(), want)
+        assert_same(model.unet.state_dict(), unet)
+        assert len(method.describe()["config"]["text_encoder_sha256"]) == 64
+    save_file(tiny_model(seed=1).unet.state_dict(), tmp_path / "unet.safetensors")
+    config = instantiate(METHODS.get("checkpoint"), "toy", {"checkpoint": {"path": str(tmp_path / "unet.safetensors")}}
+                         ).describe()["config"]
+    assert set(config) == {"path", "trust_pickle", "sha256"}  # as before text encoders were read: the same keys
+    with pytest.raises(UserError, match="checkpoint.text_encoder=.*: no such file"):
+        instantiate(METHODS.get("checkpoint"), "toy", {"checkpoint": {"text_encoder": str(tmp_path / "nothing")}})
