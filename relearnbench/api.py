@@ -1,7 +1,8 @@
 """The small interfaces a plugin implements, and the objects the harness hands to it.
 
 * ``Method.unlearn(model, concept, ctx)`` edits ``model`` in place (the harness gives it a copy of
-  the base model and saves the UNet afterwards as the cached unlearned artifact).
+  the base model and saves the UNet afterwards as the cached unlearned artifact, and beside it each text
+  encoder the method changed: AdvUnlearn trains the text encoder).
 * ``Attack.run(model, concept, ctx, evaluate)`` attacks a fresh copy of the unlearned model and
   calls ``evaluate(step, final=...)`` at each point of its relearning curve (``evaluate(None)`` for
   a single final evaluation; ``final=False`` at intermediate points, which then score only the
