@@ -288,6 +288,11 @@ class LossMethod(Method):
 
         return torch.optim.AdamW(params, lr=self.config.lr, weight_decay=getattr(self.config, "weight_decay", 0.0))
 
+    def lr_schedule(self, optimizer):
+        """A learning-rate scheduler of ``optimizer`` (a ``torch.optim.lr_scheduler``), stepped after each step;
+        default: none, a constant rate. SPM's published recipe warms up and restarts a cosine."""
+        return None
+
     def unlearn(self, model: Model, concept: Concept, ctx: "Context") -> None:
         import torch
 
@@ -302,6 +307,7 @@ class LossMethod(Method):
         from relearnbench.memory import optimizer_with_state
 
         opt = optimizer_with_state(self.optimizer(params), getattr(ctx, "optimizer_state", "float32"), ctx.device)
+        schedule = self.lr_schedule(opt)
         clip = getattr(self.config, "max_grad_norm", 0.0)
         for step in ctx.track(range(self.steps), self.title(), total=self.steps):
             loss = self.loss(model, step)
@@ -315,8 +321,10 @@ class LossMethod(Method):
             if clip:
                 torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
+            if schedule is not None:
+                schedule.step()
         opt.zero_grad(set_to_none=True)  # the gradients and (with ``opt``) AdamW's state go before evaluation
-        del opt
+        del opt, schedule
         if checkpointing:
             model.unet.disable_gradient_checkpointing()
         self.finish(model)

@@ -41,6 +41,8 @@ def register_all():
                      description="EraseDiff (Wu et al. 2024): retain loss under a forget constraint, first-order bi-level update")
     METHODS.register("scissorhands", f"{M}.scissorhands:ScissorHands",
                      description="ScissorHands (Wu and Harandi 2024): SNIP-trimmed weights re-initialised, then repaired")
+    METHODS.register("spm", f"{M}.spm:SPM",
+                     description="SPM (Lyu et al. 2024): a one-dimensional adapter trained to erase, latent anchoring, merged")
     METHODS.register("sdd", f"{M}.sdd:SDD",
                      description="Safe self-Distillation Diffusion (Kim et al. 2023): concept distilled to the empty prompt, EMA teacher")
     METHODS.register("rece", f"{M}.rece:RECE",

@@ -29,6 +29,7 @@ TINY = {
     "ci": ["steps=2", "batch_size=2", "images_per_prompt=1"],
     "ca": ["steps=2", "batch_size=2", "images=4"],
     "fmn": ["steps=2", "batch_size=2", "images=4"],
+    "spm": ["steps=2", "ddim_steps=4", "warmup=0"],
     "advunlearn": ["steps=3", "warmup=1", "attack_steps=2", "ddim_steps=4", "retain_batch=2"],
     "erasediff": ["steps=2", "batch_size=2", "forget_images=4", "retain_images=4", "inner_steps=1"],
     "scissorhands": ["steps=2", "batch_size=2", "forget_images=4", "retain_images=4", "snip_batches=2"],

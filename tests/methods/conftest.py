@@ -14,6 +14,7 @@ TINY = {
     "uce": dict(),
     "ca": dict(steps=2, batch_size=2, images=4),
     "fmn": dict(steps=2, batch_size=2, images=4),
+    "spm": dict(steps=2, ddim_steps=4, warmup=0),
     "advunlearn": dict(steps=3, warmup=1, attack_steps=2, ddim_steps=4, retain_batch=2),
     "erasediff": dict(steps=2, batch_size=2, forget_images=4, retain_images=4, inner_steps=1),
     "scissorhands": dict(steps=2, batch_size=2, forget_images=4, retain_images=4, snip_batches=2),
