@@ -1,11 +1,11 @@
-"""EraseDiff (Wu, Le, Hayat and Harandi 2024, arXiv 2401.05779; JingWu321/EraseDiff).
+"""EraseDiff (Wu, Le, Hayat and Harandi, CVPR 2025, arXiv 2401.05779; JingWu321/EraseDiff).
 
 Unlearning as a constrained problem: keep the denoising loss on the retain data D_r low, subject to the
 forget data D_f sitting at a minimum of a forget objective f that drives them off their trajectory,
 
     min_θ  F(θ) = L_DM(θ; D_r)    s.t.   q(θ) = f(θ) − f(θ^K) ≤ 0
     f(θ) = ‖ε_θ(x_t, t, c_f) − sg[ε_θ(x_t, t, c')]‖²       (the code: the forget images remapped to c')
-    f(θ) = ‖ε_θ(x_t^u, t, c_f) − ε_u‖²,  ε_u ~ U(0, 1)      (``target="uniform"``: the paper's uniform noise)
+    f(θ) = ‖ε_θ(x_t^u, t, c_f) − ε_u‖²,  ε_u ~ U(0, 1)      (``target="uniform"``: arXiv v1-v2's uniform noise)
 
 x_t = add_noise(x0, ε, t) for a forget image x0 (the same x_t under c_f and c'), c_f a train prompt, c' the
 pseudo prompt (``pseudo``, else the concept's anchor). Solved by BOME's first-order bi-level update (Liu et al.

@@ -21,6 +21,7 @@ paper's repair projects the gradient GEM-style; the SD code carries the projecti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Literal
 
 import torch
@@ -42,7 +43,7 @@ class ScissorHands(LossMethod):
         snip_loss: Literal["denoise", "guided"] = "denoise"  # ℓ_f: the denoising loss, or the guided one (w below)
         snip_guidance: float = 7.5  # w of the guided ℓ_f
         reinit: Literal["kaiming", "normal"] = "kaiming"  # trimmed weights: kaiming-uniform, or trunc. normal std .02
-        # UNet parameter-name prefixes where trimmed weights are re-initialised (empty = every UNet weight)
+        # UNet parameter-name prefixes or fnmatch patterns where trimmed weights are re-initialised (empty = all)
         reinit_modules: tuple[str, ...] = ()
         repair: Literal["remap", "ascent"] = "remap"  # repair's forget term: remap to c', or gradient ascent
         lam: float = 0.1  # λ, weight of the repair's forget term
@@ -101,11 +102,11 @@ class ScissorHands(LossMethod):
         c = self.config
         flat = torch.cat([s.flatten() for s in scores.values()]).float().cpu()
         threshold = torch.kthvalue(flat, max(1, int(c.sparsity * flat.numel()))).values.item()  # k-th smallest
-        where = [(n, p) for n, p in model.unet.named_parameters()
-                 if not c.reinit_modules or n.startswith(tuple(c.reinit_modules))]
+        where = [(n, p) for n, p in model.unet.named_parameters() if reinitialised(n, c.reinit_modules)]
         if not where:
             raise UserError(f"scissorhands.reinit_modules={list(c.reinit_modules)} names no UNet parameter of "
-                            f"{model.name} (e.g. up_blocks.1.attentions.1.transformer_blocks.0.attn1.)")
+                            f"{model.name} (a prefix such as up_blocks.1.attentions.1.transformer_blocks.0.attn1. "
+                            f"or a pattern such as up_blocks.*.attn1.*)")
         masks = {}
         with torch.no_grad():
             for n, p in where:
@@ -139,3 +140,8 @@ class ScissorHands(LossMethod):
             forget = -denoising_loss(model, x0, cf, generator=g)
         xr, cr = self.retain.batch(c.batch_size, g)
         return denoising_loss(model, xr, cr, generator=g) + c.lam * forget
+
+
+def reinitialised(name: str, modules) -> bool:
+    """Whether parameter ``name`` lies in ``modules`` (prefixes or fnmatch patterns; none = every parameter)."""
+    return not modules or any(name.startswith(m) or fnmatchcase(name, m) for m in modules)
