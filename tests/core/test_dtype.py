@@ -9,6 +9,7 @@ import pytest
 
 from relearnbench.api import Metric, Score
 from relearnbench.registry import ATTACKS, METHODS, METRICS
+from relearnbench.testing import TINY_MODELS
 
 # the esd-*-3 presets differ from esd-*-1 only by a number; each wrapper once, around each method family
 BASES = [n for n in METHODS.list() if n != "dummy" and not n.endswith("-3")]
@@ -47,21 +48,20 @@ RUNS = {  # every method with no attack, every attack on no method, every metric
 }
 
 
+@pytest.mark.parametrize("arch", TINY_MODELS)  # SD-1.x and SDXL alike, no per-model branch
 # the default run keeps one run, every method on tiny (the others slow: 127 s quiet for the four on tiny); the
 # tiny-sdxl runs are slow by tests/conftest.py's rule
 @pytest.mark.parametrize("kind", [k if k == "methods" else pytest.param(k, marks=pytest.mark.slow) for k in RUNS])
-def test_bf16_runs_every_plugin_on_cpu(kind, tmp_path, run_cli):
+def test_bf16_runs_every_plugin_on_cpu(kind, arch, tmp_path, run_cli):
     methods, attacks, metrics, namespaces = RUNS[kind]
     sets = SAMPLE + [f"{ns}.{kv}" for ns in namespaces for kv in TINY.get(ns, [])]
     if any(m.startswith("checkpoint") for m in methods):  # an external UNet: the tiny model's own, saved as a file
         from safetensors.torch import save_file
 
-        from relearnbench.testing import tiny_model
-
-        save_file(tiny_model().unet.state_dict(), str(tmp_path / "unet.safetensors"))
+        save_file(TINY_MODELS[arch]().unet.state_dict(), str(tmp_path / "unet.safetensors"))
         sets.append(f"checkpoint.path={tmp_path / 'unet.safetensors'}")
     out = tmp_path / "run"
-    proc = run_cli("run", "--model", "tiny", "--concepts", "triangle", "--methods", ",".join(methods),
+    proc = run_cli("run", "--model", arch, "--concepts", "triangle", "--methods", ",".join(methods),
                    "--attacks", ",".join(attacks), "--metrics", ",".join(metrics), "--dtype", "bf16", "--quiet",
                    *[a for s in sets for a in ("--set", s)], "--out", out, env={"OMP_NUM_THREADS": "1"}, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -11,7 +11,7 @@ import pytest
 
 from relearnbench.concepts import normalise
 from relearnbench.registry import METHODS
-from relearnbench.testing import DataSpy, tiny_concept, tiny_model
+from relearnbench.testing import TINY_MODELS, DataSpy, tiny_concept
 
 # the shipped third-party example (tests/plugin_example): its methods are spied on whether or not it is installed
 EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "plugin_example"
@@ -22,15 +22,15 @@ BASES = [n for n in METHODS.list() if n not in EXAMPLE_METHODS
 WRAPPED = [f"{n}+{s}" for n in BASES if not n.endswith("-3") for s in ("meta", "retain")]
 
 
-def seen_by(name, build, ctx, monkeypatch, concept, tmp_path):
+def seen_by(name, build, ctx, monkeypatch, concept, tmp_path, arch="tiny"):
     from safetensors.torch import save_file
 
     # a method that reads a file the user names (``checkpoint``) gets the tiny model's own UNet
     file = tmp_path / "unet.safetensors"
-    save_file(tiny_model().unet.state_dict(), str(file))
+    save_file(TINY_MODELS[arch]().unet.state_dict(), str(file))
     base = METHODS.get(name.split("+")[0])  # a wrapper is built around its base (config.build)
     paths = {base.config_name: {"path": str(file)}} if "path" in getattr(base.Config, "__dataclass_fields__", {}) else {}
-    model = tiny_model()
+    model = TINY_MODELS[arch]()
     spy = DataSpy(monkeypatch, model.tokenizer)
     build(name, **paths).unlearn(model, concept, ctx)
     return spy.seen()
@@ -48,14 +48,15 @@ def example_registered(monkeypatch):
             monkeypatch.setitem(METHODS._entries, name, Entry(name, target, "", {"source": "relearnbench-example"}))
 
 
+@pytest.mark.parametrize("arch", TINY_MODELS)  # SD-1.x and SDXL alike (SDXL: both tokenizers, one class)
 @pytest.mark.parametrize("name", BASES + WRAPPED)
-def test_a_method_sees_its_train_prompts_only(name, build, ctx, monkeypatch, tmp_path, example_registered):
+def test_a_method_sees_its_train_prompts_only(name, arch, build, ctx, monkeypatch, tmp_path, example_registered):
     """Everything a method encodes or draws is a train prompt, the concept's anchor or "" (the
     unconditional text): no eval prompt, no eval benign prompt, none of the attacker's; and the spy saw
     the method's train prompts (a method whose data bypassed the tokenizer would show nothing)."""
     concept = tiny_concept()
     roles = {role: {normalise(t) for t in texts} for role, texts in concept.roles().items()}
-    seen = seen_by(name, build, ctx, monkeypatch, concept, tmp_path)
+    seen = seen_by(name, build, ctx, monkeypatch, concept, tmp_path, arch)
     assert not seen & roles["eval"], f"{name} received evaluation prompts {sorted(seen & roles['eval'])}"
     assert not seen - roles["train"] - {normalise(concept.anchor), ""}, f"{name} received {sorted(seen)}"
     if name != "none":  # the one method that reads no data
