@@ -273,6 +273,7 @@ class Meta(LossMethod):
         self.inner_opt = optimizer_with_state(
             torch.optim.AdamW(self.copy_params, lr=self.config.inner_lr, weight_decay=self.config.weight_decay,
                               fused=fused), self.optimizer_state, self.device)
+        self.inner_opt.free_grads = True  # bfloat16 moments: each gradient goes as its parameter steps
 
     def _first_order(self, model: Model, named: list) -> None:
         params = [p for _, p in named]
@@ -290,9 +291,7 @@ class Meta(LossMethod):
         with torch.no_grad():
             for dst, src in zip(self.copy_params, self.copy_sources):
                 dst.copy_(src)
-            if self.optimizer_state == "8bit":  # its quantisation maps must not be zeroed: a fresh state
-                self.inner_opt.state.clear()
-            for state in self.inner_opt.state.values():
+            for state in self.inner_opt.state.values():  # float32: zeroed in place (no allocation per step)
                 for v in state.values():
                     v.zero_()
         # the simulated malicious finetune: an epoch over the forget-train images, as the authors
@@ -304,6 +303,8 @@ class Meta(LossMethod):
                 torch.nn.utils.clip_grad_norm_(self.copy_params, c.max_grad_norm)
             self.inner_opt.step()
             self.inner_opt.zero_grad(set_to_none=True)  # not held beside the gradients of the terms at θ'
+        if self.optimizer_state != "float32":  # the savings: a fresh state next time (the same numbers as a zeroed
+            self.inner_opt.state.clear()  # one), so none is held while the other terms run
 
     # -- order 2: the paper's objective (methods/meta_order2.py) -----------------------------------
     def objective(self, model: Model, named: list, second_order: bool = True) -> torch.Tensor:

@@ -87,7 +87,10 @@ def adamw_bf16():
         (``torch.optim.adamw.adamw``) and rounds them back, so the update is torch's and only the stored moments
         lose precision (bfloat16 has float32's range: the small second moments do not underflow). No installed
         library keeps float32 weights with bfloat16 moments (torch's keep the parameter's dtype; bitsandbytes'
-        8-bit one runs on CUDA only)."""
+        8-bit one runs on CUDA only). ``free_grads``: drop each gradient once its parameter has stepped (meta's
+        simulated finetune: its first step's moments then take the memory its gradients leave)."""
+
+        free_grads = False
 
         @torch.no_grad()
         def step(self, closure=None):
@@ -110,6 +113,8 @@ def adamw_bf16():
                           maximize=False)
                     state["exp_avg"].copy_(m)
                     state["exp_avg_sq"].copy_(v)
+                    if self.free_grads:
+                        p.grad = None
             return loss
 
     return AdamWBF16
@@ -448,7 +453,8 @@ def floors(model, method, attack, sample, dtype_bytes: int, checkpointing: bool 
         inner = n_unet if getattr(c, "inner_train", "full") == "full" else P  # what the simulated finetune trains
         if meta_terms and c.order == 1:  # inner_train "base": its untrained weights are θ's, shared
             f.add("meta: finetuned copy θ'", 4 * inner).add("meta: its gradients", 4 * inner)
-            f.add("meta: its " + adam, state * inner)
+            if optimizer_state != "bfloat16" or c.inner_steps > 1:  # bfloat16 and one step: its moments are made
+                f.add("meta: its " + adam, state * inner)  # as its gradients go, and dropped after (methods/meta.py)
         elif meta_terms:  # order 2: each inner step's weights and gradients stay in the graph
             f.add("meta: inner weights and gradients in the graph (order 2)", 2 * c.inner_steps * 4 * inner)
             f.add("meta: inner activations kept for the second backward", c.inner_steps * act(c.inner_batch))

@@ -126,3 +126,20 @@ def test_the_savings_enter_the_key_only_when_set():
     half, _ = key({"unlearn": {"optimizer_state": "bfloat16"}})
     inner, described = key({"meta": {"inner_train": "base"}})
     assert len({default, half, inner}) == 3 and described["config"]["meta"]["inner_train"] == "base"
+
+
+def test_meta_with_bfloat16_moments_holds_no_inner_state_or_gradient_between_finetunes(build, ctx):
+    """The simulated finetune's bfloat16 moments are made as its gradients go and dropped after it (a fresh state
+    each outer step, as the zeroed float32 one); its float32 moments stay allocated, zeroed each time."""
+    for c in (ctx, dataclasses.replace(ctx, optimizer_state="bfloat16")):
+        model = tiny_model()
+        method = build("esd-u-1+meta", meta={"inner_steps": 1})
+        method.prepare(model, tiny_concept(), c)
+        before = {n: p.detach().clone() for n, p in method.copy.named_parameters()}
+        method._finetune_copy(model)
+        assert any(not torch.equal(p, before[n]) for n, p in method.copy.named_parameters())
+        if c.optimizer_state == "bfloat16":
+            assert not method.inner_opt.state and all(p.grad is None for p in method.copy_params)
+        else:
+            assert len(method.inner_opt.state) == len(method.copy_params)
+        method.release()
