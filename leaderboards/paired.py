@@ -47,7 +47,12 @@ def verdicts(df, base: str, attack: str, step: int, metric: str = "asr") -> str:
     df = df[(df.attack == attack) & (df.metric == metric) & (df.stage == stage)]
     parts, words = [], []
     for concept in sorted(set(df.concept)):
-        wide = df[df.concept == concept].pivot_table(index="seed", columns="method", values="value")
+        rows = df[(df.concept == concept) & df.method.isin([meta, retain])]
+        twice = rows[rows.duplicated(["method", "seed"], keep=False)]
+        if len(twice):  # cells whose settings differ (table.load keeps them apart): never average them
+            raise SystemExit(f"paired.py: {concept} holds several {stage} records of one seed for "
+                             f"{', '.join(sorted(set(twice.method)))}; give run directories whose cells share settings")
+        wide = rows.pivot_table(index="seed", columns="method", values="value")
         if meta not in wide or retain not in wide:
             parts.append(f"{concept}: not run")
             continue

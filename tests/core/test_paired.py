@@ -4,6 +4,8 @@ import importlib.util
 import pathlib
 import sys
 
+import pytest
+
 PAIRED = pathlib.Path(__file__).resolve().parents[2] / "leaderboards" / "paired.py"
 
 
@@ -59,3 +61,11 @@ def test_verdicts_read_the_attack_and_step_asked_for(tmp_path, monkeypatch, caps
     assert "a: loses to, +11.3 ± 1.4" in step10
     missing = paired(run + ["--verdicts", "50"], monkeypatch, capsys)
     assert missing.strip() == "- **esd+meta** against esd+retain, asr after 50 ft steps: no records"
+
+
+def test_verdicts_refuse_two_records_of_one_seed(tmp_path, monkeypatch, capsys):
+    """Two cells of one seed (settings that differ) are named, never averaged into one difference."""
+    csv = long_csv(tmp_path / "toy.csv")
+    csv.write_text(csv.read_text() + "toy,a,esd+meta,ft,0,post@100,asr,90,0,100,32\n")
+    with pytest.raises(SystemExit, match="a holds several post@100 records of one seed for esd[+]meta"):
+        paired([str(csv), "--verdicts", "100", "--bases", "esd"], monkeypatch, capsys)
