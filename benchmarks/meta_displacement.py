@@ -5,9 +5,12 @@ ratio on the tiny model).
 
     python benchmarks/meta_displacement.py                                   # toy model, CPU
     python benchmarks/meta_displacement.py --model sd14-random --device cuda --images 10
+    python benchmarks/meta_displacement.py --model sd14-random --resolution 64 --images 4    # CPU, ~17 GB
 
-On sd14-random the images are the toy concept's renders resized to 512 px: the figure is about the step
-sizes, not the data. ``--tau`` compares another τ (the old default was τ = inner_lr).
+On sd14-random the images are the toy concept's renders resized to the model's side (512 px, or
+``--resolution``: the same weights): the figure is about the step sizes, not the data. ``--tau`` compares
+another τ (the old default was τ = inner_lr). The model as loaded is θ itself (neither order changes it in
+place), so the run holds one UNet besides the finetuned copy, its gradients and its AdamW state.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ def displacement(meta, model, concept, ctx) -> float:
     with torch.no_grad():
         meta.generator = torch.Generator().manual_seed(seeds.of(ctx.seed, "meta"))
         meta.data = meta._data(model, concept, ctx)
-        theta = {n: p.detach().clone() for n, p in model.unet.named_parameters()}
+        theta = {n: p.detach() for n, p in model.unet.named_parameters()}  # θ as it is: neither order edits it
         with torch.enable_grad():
             if meta.config.order == 1:
                 meta._allocate_copy(model, set(theta))
@@ -51,6 +54,7 @@ def main():
                                                          "batch = images / 2; 0 = the presets'")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--tau", type=float, default=None, help="also measure order 2 at this τ")
+    p.add_argument("--resolution", type=int, default=0, help="model.resolution of sd14-random (0 = its 512 px)")
     args = p.parse_args()
 
     import torch
@@ -65,7 +69,7 @@ def main():
     from relearnbench.registry import METHODS, MODELS
 
     scale = MODELS.meta(args.model).get("preset", "sd14") if args.model in MODELS else "sd14"
-    base = load_model(args.model, ModelConfig(), device=args.device)
+    base = load_model(args.model, ModelConfig(resolution=args.resolution), device=args.device)
     concept = load_concept(args.concept)
     sets = {"meta": {}}
     if args.images:
@@ -82,7 +86,7 @@ def main():
             t0 = time.perf_counter()
             ctx = Context(device=args.device, dtype=None, seed=seed, base=lambda: copy_model(base),
                           sample_config=SampleConfig(), generate_config=GenerateConfig())
-            figures.append(displacement(meta, copy_model(base), concept, ctx))
+            figures.append(displacement(meta, base, concept, ctx))
             seconds = time.perf_counter() - t0
         c = meta.config
         print(f"  {label:<28} ‖θ_FT − θ‖ = {' / '.join(f'{f:.4g}' for f in figures)}   (seeds {args.seeds}; "
