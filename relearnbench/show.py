@@ -11,6 +11,7 @@ import typing
 from relearnbench.errors import UserError, near_misses
 
 KINDS = ("methods", "attacks", "metrics", "judges")
+CORE = ("sample", "generate", "model", "unlearn")  # the core's --set namespaces
 
 
 def scales() -> tuple[str, ...]:
@@ -95,7 +96,7 @@ def _find(name: str):
 
     kinds = [k for k in KINDS if name in REGISTRIES[k]]
     if not kinds:
-        known = sorted({n for k in KINDS for n in REGISTRIES[k].list()} | {"sample", "generate", "model"})
+        known = sorted({n for k in KINDS for n in REGISTRIES[k].list()} | set(CORE))
         raise UserError(f"no plugin named {name!r}; {near_misses(name, known)}")
     return kinds[0], REGISTRIES[kinds[0]]
 
@@ -104,12 +105,13 @@ def show(name: str) -> str:
     """The text ``relearnbench show NAME`` prints."""
     from relearnbench.config import build, make_config, preset_file_layer
 
-    if name in ("sample", "generate", "model"):  # the core's own namespaces
+    if name in CORE:  # the core's own namespaces
         from relearnbench.data import GenerateConfig
         from relearnbench.evaluate import SampleConfig
+        from relearnbench.memory import UnlearnConfig
         from relearnbench.models import ModelConfig
 
-        cls = {"sample": SampleConfig, "generate": GenerateConfig, "model": ModelConfig}[name]
+        cls = {"sample": SampleConfig, "generate": GenerateConfig, "model": ModelConfig, "unlearn": UnlearnConfig}[name]
         resolved = {s: make_config(cls, name, preset_file_layer(cls, s)) for s in scales()}
         return f"{name}: core settings\n--set {name}.KEY=VALUE\n{_table(cls, resolved)}\n"
     wrapped = _wrapper(name)

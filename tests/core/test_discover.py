@@ -50,6 +50,9 @@ def test_show_lists_keys_types_defaults_presets_and_comments(run_cli):
     assert meta_steps[2:5] == ["0", "60", "100"]  # meta.toml's [toy.uce] and [sd14.uce]
     sample = run_cli("show", "sample", check=True).stdout
     assert "--set sample.KEY=VALUE" in sample
+    from relearnbench.show import show  # every core namespace a --set takes, unlearn.* too
+
+    assert "--set unlearn.KEY=VALUE" in show("unlearn") and "\n  checkpointing    bool " in show("unlearn")
     typo = run_cli("show", "esdd")
     assert typo.returncode == 2 and "no plugin named 'esdd'" in typo.stderr
 
