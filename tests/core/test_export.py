@@ -5,6 +5,8 @@ with ``checkpoint`` and score it: every ASR and judge score equals the original 
 Bad paths and mismatched checkpoints are one-line errors from the CLI."""
 
 import json
+import pathlib
+import tomllib
 
 import pytest
 import torch
@@ -68,7 +70,8 @@ def test_model_card_holds_method_settings_and_scores(exported):
     meta = yaml.safe_load(text.split("---")[1])
     assert meta["library_name"] == "diffusers" and "uce" in meta["tags"]
     rb = meta["relearnbench"]
-    assert rb["method"]["class"] == "relearnbench.methods.uce.UCE" and rb["method"]["config"]["lamb"] == 0.1
+    toy = tomllib.loads((pathlib.Path(__file__).parents[2] / "methods" / "uce.toml").read_text())["toy"]
+    assert rb["method"]["class"] == "relearnbench.methods.uce.UCE" and rb["method"]["config"]["lamb"] == toy["lamb"]
     assert rb["concept"]["name"] == "triangle" and len(rb["concept"]["sha256"]) == 64
     # stage pre: the unlearned model every attack cell of it shares, named without an attack
     assert rb["provenance"]["cell"] == {"model": "toy", "concept": "triangle", "method": "uce", "attack": None,
