@@ -344,8 +344,9 @@ def initial_noise(model: Model, generators: Sequence[torch.Generator]) -> torch.
 def frozen_dtype(model: Model):
     """Autocast to the frozen parts' dtype (``--dtype bf16``): the pipeline hands the text encoder's
     bf16 embeddings to a float32 UNet and its float32 latents to a bf16 VAE, which only autocast
-    reconciles. A no-op at float32."""
-    dtype = model.text_encoder.dtype
+    reconciles. A no-op at float32. Read from the VAE, which no method trains (a text encoder may train,
+    in float32: advunlearn)."""
+    dtype = model.vae.dtype
     return torch.autocast(model.unet.device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
