@@ -92,7 +92,7 @@ def _generated(prompts, n_per_prompt, model, ctx, seed):
     if cached is not None:
         return cached["images"], captions
     if ctx.base is None:
-        raise UserError("generating attack data needs the original model, which this context lacks")
+        raise UserError("generating training images needs the original model, which this context lacks")
     base = ctx.base()  # the original model, not the unlearned one: the attacker has clean data
     images = sample(base, [Prompt(p) for p in prompts], n_per_prompt, steps=cfg.steps, guidance=cfg.guidance,
                     seed=seeds.of(seed, "generated-images"), batch_size=cfg.batch_size, progress=ctx.progress,
