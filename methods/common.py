@@ -7,6 +7,7 @@ before unlearning, samples them, as in the authors' code; the toy world's render
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -18,6 +19,15 @@ from relearnbench.data import images_for
 from relearnbench.diffusion import Cond, encode_images, encode_text_frozen
 from relearnbench.errors import UserError
 from relearnbench.models import trainable  # noqa: F401 (ESD's parameter sets; the memory model reads them too)
+
+
+def frozen_copy(model: Model) -> torch.nn.Module:
+    """A frozen copy of the UNet as it is now (the original, before a method trains it): a teacher whose weights
+    never train, so it is kept in the model's half precision when the run has one (``--dtype``)."""
+    teacher = copy.deepcopy(model.unet).requires_grad_(False)
+    if model.dtype is not None and model.dtype != teacher.dtype:
+        teacher.to(dtype=model.dtype)
+    return teacher
 
 
 def training_prompts(concept: Concept, prompts: str) -> list[str]:

@@ -14,7 +14,6 @@ only: erases this wording of it), ESD-f (all); registered as ``esd-u-1``, ``esd-
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 
 from relearnbench.api import Concept, Context, LossMethod, Model
 from relearnbench.diffusion import Cond, add_noise, ddim_xt, encode_text_frozen, guided, predict, sample_timesteps
-from relearnbench.methods.common import encode_set, trainable, training_prompts
+from relearnbench.methods.common import encode_set, frozen_copy, trainable, training_prompts
 
 
 class ESD(LossMethod):
@@ -49,10 +48,7 @@ class ESD(LossMethod):
     def prepare(self, model: Model, concept: Concept, ctx: Context) -> list:
         cfg_ = self.config
         self.generator = torch.Generator().manual_seed(ctx.seed)
-        # ε*: the frozen original; its weights never train, so the model's half precision is enough
-        self.teacher = copy.deepcopy(model.unet).requires_grad_(False)
-        if model.dtype is not None and model.dtype != self.teacher.dtype:
-            self.teacher.to(dtype=model.dtype)
+        self.teacher = frozen_copy(model)  # ε*: the frozen original
         self.uncond = encode_text_frozen(model, [""]).to(model.unet.device)
         # ESD erases one concept text; a full prompt ("a purple dotted triangle") would also push away
         # from what its other words add (purple, dotted), which benign prompts share

@@ -27,7 +27,6 @@ dynamic resolution (x_t at random 256-448 px sides): x_t has the model's resolut
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,7 +35,7 @@ import torch.nn.functional as F
 
 from relearnbench.api import Concept, Context, LossMethod, Model
 from relearnbench.diffusion import Cond, ddim_to_step, encode_text_frozen, guided, predict
-from relearnbench.methods.common import training_prompts
+from relearnbench.methods.common import frozen_copy, training_prompts
 
 ADAPTER = "relearnbench_spm"
 
@@ -92,9 +91,7 @@ class SPM(LossMethod):
         self.generator = torch.Generator().manual_seed(ctx.seed)
         # ε_θ: the frozen original (in the model's half precision if any); under spm+meta-full the UNet's own
         # weights train too, so the adapter switched off would no longer be the original
-        self.teacher = copy.deepcopy(model.unet).requires_grad_(False)
-        if model.dtype is not None and model.dtype != self.teacher.dtype:
-            self.teacher.to(dtype=model.dtype)
+        self.teacher = frozen_copy(model)
         self.uncond = encode_text_frozen(model, [""]).to(model.unet.device)
         self.c = encode_text_frozen(model, training_prompts(concept, cfg.prompts)).to(model.unet.device)
         self.c_s = self.uncond if cfg.surrogate == "empty" else \
