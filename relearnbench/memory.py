@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import json
+import os
 import pathlib
 import sys
 import time
@@ -371,14 +374,162 @@ def _text_bytes(model) -> int:
     return _bytes(model.text_encoder) + _bytes(model.text_encoder_2)
 
 
-def _trained(method, unet) -> int:
+def _trained(method, shape: "Shape") -> int:
     """Parameters a loss-based method trains: its ESD-style ``train`` set (u, x, f), else every UNet weight."""
-    from relearnbench.models import trainable
-
     train = getattr(method.config, "train", None)
     if train in ("u", "x", "f"):
-        return sum(p.numel() for _, p in trainable(unet, train))
-    return sum(p.numel() for p in unet.parameters())
+        return shape.trained(train)
+    return shape.unet_params
+
+
+# -- what the memory model reads of a model, kept between runs ------------------------------------------------
+# The figures of an architecture (parameter counts, activation bytes per batch and resolution) take seconds to count
+# on the meta device (SDXL's at 1024 px ~10 s, with diffusers' import): they are counted once and kept, under a key of
+# the architecture, its resolution, torch's, diffusers' and transformers' versions and the counting code below
+# (_COUNTING), in the shipped table (SHAPES_FILE: the shipped grids' models, written by benchmarks/memory_shapes.py)
+# and in the harness's cache (shapes_cache(): the rest, as they are first counted). A figure not kept under the
+# current key is counted now, the same way: a changed library or counting code never reads a stale one.
+SHAPES_FILE = pathlib.Path(__file__).with_name("memory_shapes.json")
+_COUNTING = ("LiveBytes", "_fused_attention", "unet_activations", "vae_decode_activations", "_bytes", "_text_bytes")
+
+
+def shapes_cache() -> pathlib.Path:
+    """The kept figures counted here: $RELEARNBENCH_CACHE/memory-shapes.json, else ~/.cache/relearnbench's (the
+    harness's cache, where nudenet's fetched weights live too)."""
+    root = os.environ.get("RELEARNBENCH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "relearnbench")
+    return pathlib.Path(root) / "memory-shapes.json"
+
+
+@functools.cache
+def environment() -> dict:
+    """What the kept figures depend on besides the architecture: the libraries' versions (read from their metadata,
+    nothing imported) and a hash of the counting code (this module's ``_COUNTING`` and ``models.trainable``)."""
+    import importlib.metadata as md
+    import inspect
+
+    from relearnbench.models import trainable
+
+    code = hashlib.sha256()
+    for f in [globals()[n] for n in _COUNTING] + [trainable]:
+        code.update(inspect.getsource(f).encode())
+    versions = {}
+    for lib in ("torch", "diffusers", "transformers"):
+        try:
+            versions[lib] = md.version(lib)
+        except md.PackageNotFoundError:
+            versions[lib] = None
+    return {"versions": versions, "code": code.hexdigest()[:16]}
+
+
+def shape_key(name: str, config) -> tuple[str | None, str | None]:
+    """(key, label) under which model ``name``'s figures are kept: a Stable Diffusion architecture (meta_model builds
+    it from ``models.ARCHITECTURES``) by its configs and resolution, the toy model by its folder's fingerprint (its
+    files' contents), with ``environment()``; (None, None) for a model known only by loading it (tiny, a plugin's)."""
+    from relearnbench.models import ARCHITECTURES, _folder_fingerprint, _loader
+    from relearnbench.toy import TOY_DIR
+
+    arch = architecture(name, config)
+    if arch is not None:
+        resolution = config.resolution or ARCHITECTURES[arch]["resolution"]
+        ident, label = {"architecture": ARCHITECTURES[arch], "resolution": resolution}, f"{arch} at {resolution} px"
+    elif _loader(name) == "load_toy":
+        fingerprint = _folder_fingerprint(pathlib.Path(config.path) if config.path else TOY_DIR / "model")
+        ident, label = {"folder": fingerprint, "resolution": config.resolution}, f"toy folder {fingerprint}"
+    else:
+        return None, None
+    blob = json.dumps({**ident, **environment()}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20], label
+
+
+_KEPT: dict | None = None  # key -> figures: the shipped table's and the cache's, read once per process
+
+
+def kept() -> dict[str, dict]:
+    global _KEPT
+    if _KEPT is None:
+        _KEPT = {}
+        for path in (SHAPES_FILE, shapes_cache()):
+            try:
+                shapes = json.loads(path.read_text())["shapes"]
+            except (OSError, ValueError, KeyError):  # none yet, or unreadable: counted again
+                continue
+            for key, entry in shapes.items():
+                _KEPT.setdefault(key, {}).update(entry["values"])
+    return _KEPT
+
+
+class Shape:
+    """What the memory model reads of model ``name`` (``floors``, ``harness_extra``): parameter counts, bytes of the
+    frozen modules, the parameters an ESD-style ``train`` set selects, activation bytes per UNet batch and the VAE's.
+    Each is counted on ``meta_model``'s model when first asked for (the model built then), unless kept (``kept``)."""
+
+    def __init__(self, name: str, config):
+        self.name, self.config = name, config
+        self.key, self.label = shape_key(name, config)
+        self.values = dict(kept().get(self.key, {})) if self.key else {}
+        self.counted: dict = {}  # counted in this process, not kept yet
+        self.model = None
+
+    def _get(self, what: str, count):
+        if what not in self.values:
+            if self.model is None:
+                self.model = meta_model(self.name, self.config)
+            self.values[what] = self.counted[what] = count(self.model)
+        return self.values[what]
+
+    @property
+    def unet_params(self) -> int:
+        return self._get("unet parameters", lambda m: sum(p.numel() for p in m.unet.parameters()))
+
+    @property
+    def text_bytes(self) -> int:
+        """The text encoders' weights in bytes (float32, as meta_model builds them)."""
+        return self._get("text encoder bytes", _text_bytes)
+
+    @property
+    def vae_bytes(self) -> int:
+        return self._get("vae bytes", lambda m: _bytes(m.vae))
+
+    def trained(self, train: str) -> int:
+        """Parameters that ESD's ``train`` set (``models.trainable``: u, x or f) selects."""
+        from relearnbench.models import trainable
+
+        return self._get(f"trained {train}", lambda m: sum(p.numel() for _, p in trainable(m.unet, train)))
+
+    def activations(self, batch: int, train: bool, resolution: int | None = None) -> int:
+        """``unet_activations`` at ``batch`` and ``resolution`` (None: the model's)."""
+        side = resolution or self._get("resolution", lambda m: m.resolution)
+        return self._get(f"unet activations batch {batch} {'train' if train else 'eval'} at {side} px",
+                         lambda m: unet_activations(m, batch, train, side))
+
+    def vae_decode(self, batch: int) -> int:
+        """``vae_decode_activations`` at ``batch``, at the model's resolution."""
+        return self._get(f"vae decode batch {batch}", lambda m: vae_decode_activations(m, batch))
+
+    def keep(self) -> None:
+        """Add the figures counted in this process to the cache (``shapes_cache``), dropping entries of another
+        environment; where the cache cannot be written they are counted again next time."""
+        if self.key is None or not self.counted:
+            return
+        path, env = shapes_cache(), environment()
+        try:
+            shapes = json.loads(path.read_text())["shapes"]
+        except (OSError, ValueError, KeyError):
+            shapes = {}
+        shapes = {k: v for k, v in shapes.items() if v.get("environment") == env}
+        shapes.setdefault(self.key, {"model": self.label, "environment": env, "values": {}})["values"].update(
+            self.counted)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"about": "relearnbench.memory's figures of each architecture (Shape), "
+                                                "counted on the meta device; delete it at will",
+                                       "shapes": shapes}, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp, path)
+        except OSError:
+            pass
+        self.counted = {}
 
 
 class Floor:
@@ -400,36 +551,30 @@ class Floor:
         return f"Floor({self.total / GB:.2f} GB: " + ", ".join(f"{k} {v / GB:.2f}" for k, v in self.parts.items()) + ")"
 
 
-_ACTIVATIONS: dict = {}  # (model, batch, train, resolution) -> bytes: each counted once per process
-
-
-def floors(model, method, attack, sample, dtype_bytes: int, checkpointing: bool = False,
+def floors(shape: Shape, method, attack, sample, dtype_bytes: int, checkpointing: bool = False,
            resolution: int | None = None, optimizer_state: str = "float32") -> dict[str, Floor]:
     """The floor of each stage of a cell (``unlearn``, ``attack``, ``eval``): what its recipe holds at its peak.
 
-    ``model``: ``meta_model``'s; ``method`` / ``attack``: the plan's plugin instances (their resolved settings);
-    ``sample``: the SampleConfig; ``dtype_bytes``: of the run's ``--dtype`` (the frozen text encoder, VAE and
-    teachers; trained UNet weights stay float32). ``optimizer_state`` (``unlearn.optimizer_state``): the dtype of
-    the methods' AdamW moments (``STATE_BYTES``; an attack's stay float32). Activations are counted
-    on the meta device (``unet_activations``) at the recipe's largest UNet batch with a graph; ``checkpointing``
-    (``unlearn.checkpointing``) keeps about one UNet block's activations instead, counted as 1/4 (an estimate).
+    ``shape``: the model's figures (``Shape``); ``method`` / ``attack``: the plan's plugin instances (their
+    resolved settings); ``sample``: the SampleConfig; ``dtype_bytes``: of the run's ``--dtype`` (the frozen text
+    encoder, VAE and teachers; trained UNet weights stay float32). ``optimizer_state`` (``unlearn.optimizer_state``):
+    the dtype of the methods' AdamW moments (``STATE_BYTES``; an attack's stay float32). Activations are counted on
+    the meta device (``unet_activations``, through the Shape) at the recipe's largest UNet batch with a graph;
+    ``checkpointing`` (``unlearn.checkpointing``) keeps about one UNet block's activations instead, counted as 1/4
+    (an estimate).
     The original model the harness caches between cells is no part of the recipe: ``harness_extra`` counts it."""
     from relearnbench.api import LossMethod
 
-    unet = model.unet
-    n_unet = sum(p.numel() for p in unet.parameters())
+    n_unet = shape.unet_params
     U = 4 * n_unet  # the UNet's float32 weights
-    frozen = (_text_bytes(model) + _bytes(model.vae)) * dtype_bytes / 4  # meta_model built them in fp32
+    frozen = (shape.text_bytes + shape.vae_bytes) * dtype_bytes / 4  # meta_model built them in fp32
     state = STATE_BYTES[optimizer_state]
     adam = {"float32": "AdamW state (2 x fp32)", "bfloat16": "AdamW state (2 x bf16)",
             "8bit": "AdamW state (2 x 8 bit)"}[optimizer_state]
 
     def act(batch: int, train: bool = True, trained_unet: bool = True) -> float:
         """``trained_unet``: a method's (unlearn.checkpointing applies), not an attack's."""
-        key = (id(model), batch, train, resolution)
-        if key not in _ACTIVATIONS:
-            _ACTIVATIONS[key] = unet_activations(model, batch, train, resolution)
-        return _ACTIVATIONS[key] * (0.25 if train and trained_unet and checkpointing else 1.0)
+        return shape.activations(batch, train, resolution) * (0.25 if train and trained_unet and checkpointing else 1.0)
 
     out = {}
     # -- unlearn -----------------------------------------------------------------------------------------
@@ -439,7 +584,7 @@ def floors(model, method, attack, sample, dtype_bytes: int, checkpointing: bool 
     P = n_unet  # the weights that train: a closed-form base's meta trains every one
     if isinstance(core, LossMethod):
         if base is None or getattr(method.config, "train", "base") != "full":
-            P = _trained(core, unet)
+            P = _trained(core, shape)
         f.add("gradients of trained weights", 4 * P).add(adam, state * P)
         if getattr(core, "config_name", "") in TEACHER:
             f.add("frozen teacher UNet", n_unet * dtype_bytes)
@@ -478,24 +623,22 @@ def floors(model, method, attack, sample, dtype_bytes: int, checkpointing: bool 
     out["attack"] = a
     # -- evaluation: sampling with guidance (two UNet branches per image), then decoding -------------------------
     e = Floor().add("UNet weights (fp32)", U).add("text encoder + VAE", frozen)
-    key = (id(model), "vae", sample.batch_size, resolution)
-    if key not in _ACTIVATIONS:
-        _ACTIVATIONS[key] = vae_decode_activations(model, sample.batch_size)
-    e.add("sampling activations", max(act(2 * sample.batch_size, train=False), _ACTIVATIONS[key] * dtype_bytes / 4))
+    e.add("sampling activations", max(act(2 * sample.batch_size, train=False),
+                                      shape.vae_decode(sample.batch_size) * dtype_bytes / 4))
     out["eval"] = e
     return out
 
 
-def harness_extra(model, dtype_bytes: int) -> Floor:
+def harness_extra(shape: Shape, dtype_bytes: int) -> Floor:
     """What the harness holds beside a stage's recipe: the original model, cached between cells (its UNet in
     float32, its text encoder and VAE in the run's dtype), and each cell's own text encoder copy."""
-    te = _text_bytes(model) * dtype_bytes / 4
-    return (Floor().add("cached original UNet (fp32)", 4 * sum(p.numel() for p in model.unet.parameters()))
-            .add("cached original text encoder + VAE", te + _bytes(model.vae) * dtype_bytes / 4)
+    te = shape.text_bytes * dtype_bytes / 4
+    return (Floor().add("cached original UNet (fp32)", 4 * shape.unet_params)
+            .add("cached original text encoder + VAE", te + shape.vae_bytes * dtype_bytes / 4)
             .add("the cell's text encoder copy", te))
 
 
-_META: dict = {}
+_SHAPES: dict = {}  # (model, ModelConfig) -> Shape
 
 
 def cell_floors(p, cell: tuple, resolution: int | None = None, dtype: str | None = None) -> dict[str, Floor]:
@@ -506,14 +649,15 @@ def cell_floors(p, cell: tuple, resolution: int | None = None, dtype: str | None
 
     model_name, _, method, attack, _ = cell
     key = (model_name, p.model_config)
-    if key not in _META:
-        _META[key] = meta_model(model_name, p.model_config)
-    model = _META[key]
+    if key not in _SHAPES:
+        _SHAPES[key] = Shape(model_name, p.model_config)
+    shape = _SHAPES[key]
     dtype_bytes = 4 if DTYPES.get(dtype or p.spec.dtype, dtype or p.spec.dtype) == "float32" else 2
-    out = floors(model, p.method(method, model_name), p.attack(attack, model_name), p.sample[p.scales[model_name]],
+    out = floors(shape, p.method(method, model_name), p.attack(attack, model_name), p.sample[p.scales[model_name]],
                  dtype_bytes, checkpointing=p.unlearn.checkpointing if p.unlearn else False, resolution=resolution,
                  optimizer_state=p.unlearn.optimizer_state if p.unlearn else "float32")
-    out["harness"] = harness_extra(model, dtype_bytes)
+    out["harness"] = harness_extra(shape, dtype_bytes)
+    shape.keep()  # what was counted for it, for the next run
     return out
 
 
