@@ -3,6 +3,7 @@ read instead of counted, and counted again where the key (architecture, resoluti
 
 import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def test_a_dry_run_of_the_paper_grids_reads_its_figures_and_imports_no_diffusers
     prompts = tmp_path / "prompts.csv"
     prompts.write_text("prompt,evaluation_seed,evaluation_guidance\na person,1,7.5\n")
     code = f"""
+import json
 import sys
 from relearnbench import memory
 from relearnbench.config import parse_sets
@@ -85,12 +87,13 @@ for grid, sets in (("paper-sdxl", []), ("paper-sd14", ["concept.prompts={prompts
     lines = memory.estimate_lines(plan(build_spec(load_grid(grid), {{}}, parse_sets(sets))))
     assert len(lines) > 16 and "GB (unlearn" in lines[-1], lines
 assert all(s.model is None and not s.counted for s in memory._SHAPES.values())
-print(sorted(s.label for s in memory._SHAPES.values()), "diffusers" in sys.modules, "transformers" in sys.modules)
+print(json.dumps([sorted(s.label for s in memory._SHAPES.values()), "diffusers" in sys.modules,
+                  "transformers" in sys.modules]))
 """
-    env = {"RELEARNBENCH_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "RELEARNBENCH_CACHE": str(tmp_path / "cache")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["['sd14", "at", "512", "px',", "'sdxl", "at", "1024", "px']", "False", "False"]
+    assert json.loads(out.stdout) == [["sd14 at 512 px", "sdxl at 1024 px"], False, False]
     assert not (tmp_path / "cache").exists()
 
 
