@@ -12,8 +12,9 @@ for a GPU, and beside it the peak measured by running the same cells with a step
 The last table is the README's: each cell's peak with the published settings, with the savings that keep the
 numbers (SAVINGS) and with every saving (NUMERIC_SAVINGS too, which change them; labelled ours).
 
-Floors: per stage (unlearn, attack, evaluation), plus what the harness holds beside them (the original model,
-cached between cells, and the cell's own text encoder copy); a cell's peak is its largest stage's floor plus that.
+Floors: per stage (unlearn, attack, evaluation), plus what the harness holds beside the attack and the evaluation
+(the original model, cached between cells, and the cell's own text encoder copy; while a method trains it holds no
+original); a cell's peak is its largest stage's floor plus that share.
 Activations: what one UNet forward pass leaves for backward at the recipe's largest batch with a graph, counted
 with fused attention (CUDA's flash / memory-efficient kernels, the CPU's flash kernel: no L x S attention matrix);
 backward's transient buffers (about one layer's) are not counted; sampling: the most alive at once during one
@@ -116,10 +117,11 @@ def print_floors(rows: list[dict], title: str) -> None:
         print(f"| attack {a} | {f.total / 2 ** 30:.1f} | {_parts(f)} |")
     for name in ("eval", "harness"):
         f = rows[0]["floors"][name]
-        print(f"| {'evaluation' if name == 'eval' else 'harness (beside every stage)'} | {f.total / 2 ** 30:.1f} | "
-              f"{_parts(f)} |")
+        print(f"| {'evaluation' if name == 'eval' else 'harness (beside attack and evaluation)'} | "
+              f"{f.total / 2 ** 30:.1f} | {_parts(f)} |")
     peak = {(r["method"], r["attack"]): r["peak_gb"] for r in rows}
-    print("\ncell peak GB (largest stage + harness) and the smallest card of 24 / 40 / 80 GB it fits:\n")
+    print("\ncell peak GB (largest stage, + harness beside attack and evaluation) and the smallest card of 24 / 40 / "
+          "80 GB it fits:\n")
     print("| method | " + " | ".join(attacks) + " |\n| --- |" + " ---: |" * len(attacks))
     for m in methods:
         print(f"| {m} | " + " | ".join(f"{peak[(m, a)]:.1f} ({fits(peak[(m, a)])})" if (m, a) in peak else "-"
@@ -180,7 +182,7 @@ def measure_grid(spec, p, model: str) -> None:
         measured = {"unlearn": g[g.stage == "pre"].peak_mb.max(), "attack": g[g.stage != "pre"].peak_mb.max(),
                     "eval": g.eval_peak_mb.max()}
         for stage in STAGES:
-            floor, harness = r[f"{stage}_gb"], r["harness_gb"]
+            floor, harness = r[f"{stage}_gb"], r["harness_gb"] if stage != "unlearn" else 0.0  # none while training
             got = (measured[stage] - baseline) / 1024
             over = got - floor - harness
             print(f"| {r['method']} | {r['attack']} | {stage} | {floor:.3f} | {harness:.3f} | {got:.3f} | "

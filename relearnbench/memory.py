@@ -662,8 +662,16 @@ def cell_floors(p, cell: tuple, resolution: int | None = None, dtype: str | None
 
 
 def cell_peak(f: dict[str, Floor]) -> float:
-    """The most a cell holds at once by the memory model: its largest stage's floor and the harness's share."""
-    return max(f[s].total for s in ("unlearn", "attack", "eval")) + f["harness"].total
+    """The most a cell holds at once by the memory model: its largest stage's floor, the attack's and the
+    evaluation's with the harness's share beside them (``stage_peak``)."""
+    return max(stage_peak(f, s) for s in ("unlearn", "attack", "eval"))
+
+
+def stage_peak(f: dict[str, Floor], stage: str) -> float:
+    """A stage's floor and what the harness holds beside it: nothing while a method trains (the harness drops its
+    cached original then, ``runner.without_original``; the trained copy's text encoder is the floor's), the cached
+    original (``harness_extra``) beside an attack and an evaluation."""
+    return f[stage].total + (f["harness"].total if stage != "unlearn" else 0.0)
 
 
 def free_bytes(device) -> float | None:
@@ -696,7 +704,7 @@ class UnknownMemory(Exception):
 def estimate_lines(p) -> list[str]:
     """``relearnbench run --dry-run``'s memory section: each cell's estimated peak and its stages' floors."""
     lines = ["memory by the memory model (GB = 2^30 bytes; peak = the largest stage + what the harness holds "
-             "beside it; docs/gpu-memory.md):"]
+             "beside it, nothing beside the unlearning; docs/gpu-memory.md):"]
     try:
         found = estimates(p)
     except UnknownMemory as e:

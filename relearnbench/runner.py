@@ -8,6 +8,7 @@ records and never open the results store: the driver alone writes it (``write_re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -155,25 +156,63 @@ def run_attack(attack, model, concept, ctx: Context, evaluate) -> None:
 
 # -- the worker side: models and judges cached per process -------------------------------------------
 _BASE: dict[tuple, Any] = {}
+_TRAINING: set[tuple] = set()  # models whose original is not cached while a method trains (``without_original``)
+
+
+def _base_key(p: Plan, name: str) -> tuple:
+    return name, p.model_config, p.spec.device, DTYPES[p.spec.dtype]
 
 
 def base_model(p: Plan, name: str):
+    """The original model ``name``, loaded once per process and cached (never modified: cells copy it); while a
+    method trains (``without_original``) loaded anew on each call and not cached. Loading leaves torch's global
+    RNGs as they were (a random model's loader seeds them), so a load during training changes no number."""
     import torch
 
     from relearnbench.models import load_model
 
-    dtype = getattr(torch, DTYPES[p.spec.dtype])
-    key = (name, p.model_config, p.spec.device, str(dtype))
-    if key not in _BASE:
-        _BASE[key] = load_model(name, p.model_config, device=p.spec.device, dtype=dtype)
-    return _BASE[key]
+    key = _base_key(p, name)
+    if key in _BASE:
+        return _BASE[key]
+    device = torch.device(p.spec.device)
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        model = load_model(name, p.model_config, device=p.spec.device, dtype=getattr(torch, key[3]))
+    if key not in _TRAINING:
+        _BASE[key] = model
+    return model
+
+
+def original_copy(p: Plan, name: str):
+    """A copy of the original model that its user may change (``Context.base``): a copy of the cached one, or
+    while a method trains, the original loaded anew (nobody else's: no second copy)."""
+    from relearnbench.models import copy_model
+
+    if _base_key(p, name) in _TRAINING:
+        return base_model(p, name)
+    return copy_model(base_model(p, name))
+
+
+@contextlib.contextmanager
+def without_original(p: Plan, name: str):
+    """While a method trains the harness holds no original of ``name``: its recipe holds the trained copy, and a
+    teacher's own frozen copy where it has one (ESD, SPM), so the cached original would be one UNet more (3.2 GB of
+    SD-1.4's in float32; the largest paper-sd14 cell's recipe holds six). It is loaded again, as every worker loads
+    it, when the harness next needs it; a training image the original generates meanwhile comes from a fresh load."""
+    import gc
+
+    key = _base_key(p, name)
+    _BASE.pop(key, None)
+    _TRAINING.add(key)
+    gc.collect()  # the modules' reference cycles: their memory goes now, before the method allocates its own
+    try:
+        yield
+    finally:
+        _TRAINING.discard(key)
 
 
 def context(p: Plan, model_name: str, concept: str, seed: int, artifacts: Artifacts, progress=None) -> Context:
-    from relearnbench.models import copy_model
-
     scale = p.scales[model_name]
-    base = (lambda: copy_model(base_model(p, model_name))) if p.needs_model else None
+    base = (lambda: original_copy(p, model_name)) if p.needs_model else None
     return Context(device=p.spec.device, dtype=p.spec.dtype, seed=seed, judge=p.judges.get((concept, scale)),
                    base=base, artifacts=artifacts, progress=progress, sample_config=p.sample[scale],
                    generate_config=p.generate[scale], checkpointing=p.unlearn.checkpointing,
@@ -262,7 +301,8 @@ def _unlearned(p: Plan, art: Artifacts, ctx: Context, ukey: str, model: str, con
         return copy_model(base_model(p, model), *saved), stats
     m = ctx.base() if p.needs_model else None
     seed_everything(seeds.of(seed, "unlearn"))
-    with measure(p.spec.device) as measured:
+    with without_original(p, model) if m is not None else contextlib.nullcontext(), \
+            measure(p.spec.device) as measured:
         plugin.unlearn(m, p.concepts[concept], ctx)
     encoders = {}
     if m is not None:
