@@ -12,14 +12,15 @@ import hashlib
 import json
 import pathlib
 from dataclasses import dataclass
-from typing import Literal, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Literal, Sequence
 
 from relearnbench import seeds
 from relearnbench.api import Concept, Context, Model, Prompt
 from relearnbench.errors import UserError
 from relearnbench.images import folder_images, resize
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)

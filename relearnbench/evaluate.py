@@ -105,6 +105,8 @@ class Evaluation:
         """The images already sampled at this stage, a row each of forget, related and unrelated (the
         first image of each prompt, ``width`` at most), as one float [3,H,W] grid, a forget image the judge
         flags framed red; and each row's prompts with the flags. (None, {}) if none were sampled."""
+        if not any(w in self._images for w in ("forget", "related", "unrelated")):
+            return None, {}
         import torch
         from torchvision.utils import make_grid
 
@@ -121,8 +123,6 @@ class Evaluation:
                     row[flagged, :, :, 0] = row[flagged, :, :, -1] = red
                     sheet["flagged"] = flagged.tolist()
                 rows.append(row)
-        if not rows:
-            return None, {}
         n = max(len(r) for r in rows)
         padded = [torch.cat([r, torch.ones(n - len(r), *r.shape[1:])]) for r in rows]
         return make_grid(torch.cat(padded), nrow=n, padding=1, pad_value=1.0), sheet

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import pathlib
-
-import torch
+from typing import TYPE_CHECKING
 
 from relearnbench.errors import UserError
+
+if TYPE_CHECKING:  # imported where used: the torch-free fakes' grids import this module
+    import torch
 
 
 def folder_images(folder: pathlib.Path, resolution: int) -> tuple[torch.Tensor, list[str]]:
     """(images [N,3,R,R] in [0,1], caption per image) of a folder whose ``metadata.jsonl`` lines are
     ``{"file_name": ..., "text": ...}``, each image resized to ``resolution``."""
     import numpy as np
+    import torch
     from PIL import Image
 
     meta = folder / "metadata.jsonl"
@@ -35,6 +38,8 @@ def folder_images(folder: pathlib.Path, resolution: int) -> tuple[torch.Tensor, 
 
 def resize(images: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
     """Square images [N,3,H,W] in [0, 1] to ``size`` × ``size``, antialiased when shrinking (SD's 512 → 224)."""
+    import torch
+
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     return torch.nn.functional.interpolate(images, size=(size, size), mode=mode, antialias=True,

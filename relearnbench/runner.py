@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import pathlib
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -133,17 +134,18 @@ def versions() -> dict:
 
 
 def seed_everything(seed: int):
+    """Python's, numpy's and torch's global RNGs, torch's and numpy's only where torch is imported: a cell that
+    needs a model has imported it by the time it seeds (loading the model does), and the torch-free test fakes
+    never import it (a dummy grid's processes start in a second, not four)."""
     import random
 
     random.seed(seed)
-    try:
+    if "torch" in sys.modules:
         import numpy as np
         import torch
 
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
-    except ImportError:
-        pass
 
 
 def run_attack(attack, model, concept, ctx: Context, evaluate) -> None:
