@@ -38,6 +38,7 @@ def _mem_available_gb() -> float:
 # downloads), so FID uses the toy judge's features against a .npz of them and CLIP is the shipped toy CLIP;
 # the model, the sampler (LMS at the CSV's seeds), the NudeNet judge and every method and attack are the SD ones.
 TINY_STEPS = ["model.resolution=64",  # the same weights as at 512; one 512 px UNet call takes ~20 s on 2 cores
+              "generate.steps=2",  # meta's and the attacks' generated images: PNDM at 50 steps took 7-9 min a set
               "sample.steps=2", "sample.images_per_prompt=1", "sample.benign_images_per_prompt=1",
               "esd.steps=1", "esd.ddim_steps=2", "esd.images=2", "sdd.steps=1", "sdd.ddim_steps=2", "rece.rounds=1",
               "meta.steps=1", "meta.inner_steps=1", "meta.inner_batch=1", "meta.forget_images=2",
@@ -49,14 +50,21 @@ TINY_STEPS = ["model.resolution=64",  # the same weights as at 512; one 512 px U
               "asr.bootstrap=10", "clip.bootstrap=10", "clip.model=toy", "fid.features=toy_judge"]
 GRID = load_grid("paper-sd14")
 
-# Peak memory on CPU in float32 (trained weights stay float32; 860 M UNet parameters = 3.2 GB a copy): the cells
-# that train hold the original, the unlearned and the attacked UNet with gradients and AdamW state, and meta a
-# finetuned copy with its own: none x ft passed 18 GB before we stopped it on a 24 GB machine. The untrained cells
-# (none, uce; attack none) peak at 9.2 GB RSS and take 4.5 min on 2 busy cores. The whole grid runs with the opt-in
-# savings (SAVINGS: AdamW's moments in bfloat16, meta's simulated finetune on the trained weights alone, recomputed
-# activations; the first two change the numbers) where the memory model's largest cell with them fits the free
-# memory (~24 GB at 64 px in float32 for esd-f-3+meta, `relearnbench run --dry-run` prints each); not yet run to the
-# end on a 24 GB machine shared with other work.
+# Peak memory on CPU in float32 (trained weights stay float32; 860 M UNet parameters = 3.2 GB a copy). While a method
+# trains the harness holds no original (runner.without_original), so a training cell holds its recipe alone:
+# esd-f-3+meta with SAVINGS (AdamW's moments in bfloat16, meta's simulated finetune on the trained weights alone,
+# recomputed activations; the first two change the numbers) holds six UNets' worth (the trained weights, their
+# gradients, their two moments, ESD's teacher, meta's θ' and its gradients), 20.0 GB by the memory model; without
+# SAVINGS the largest cell is 29.6 GB (`relearnbench run --dry-run` prints each). Measured with these settings, a cell
+# or two a run (2 cores at load ~6, 2026-12-07; the stage peaks in the records, the resident high-water mark within the
+# stage): esd-f-3+meta's unlearning 18.75 GiB in 295 s (with the original still cached it would hold its UNet and text
+# encoder more, 3.7 GB), uce+meta's 15.6 GiB (its floor 16.8: the model over-counts meta), esd-f-3's 14.9 GiB (floor
+# 12.0: the libraries and the allocator), an evaluation 9.3-9.7 GiB. /usr/bin/time's maximum resident size is not the
+# run's peak: the stages reset the high-water mark (/proc/self/clear_refs) and it reports the last stage's. The whole
+# grid runs where the memory model's largest cell + 1.5 GB (the process's own) is free, ~21.5 GB (a shared 24 GB machine
+# had 13-22 GB free), and skips itself naming both figures elsewhere; it was not run to the end here (each cell took
+# minutes at that load). The untrained cells (none, uce; attack none) peak at 9.2 GB RSS and take 4.5 min on 2 busy
+# cores.
 SAVINGS = ["unlearn.optimizer_state=bfloat16", "meta.inner_train=base", "unlearn.checkpointing=true"]
 SCOPES = [
     pytest.param(["none", "uce", "rece"], ["none"], id="untrained-cells"),
