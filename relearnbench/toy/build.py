@@ -24,9 +24,8 @@ SAMPLER = {"scheduler": "DDIM", "steps": 20, "guidance": 5.0, "eta": 0.0}
 RECIPES = {
     "full": dict(seed=0, n_train=16000, n_val=2000, judge_steps=500, vae_steps=500, unet_steps=2000, unet_batch=64,
                  unet_lr=2e-3, clip_steps=800, clip_batch=128, val_per_prompt=16, grid_per_prompt=8),
-    # every stage of the recipe, a few steps each: tests/toy builds it to check the folder it writes, not the world
-    "quick": dict(seed=0, n_train=128, n_val=64, judge_steps=3, vae_steps=3, unet_steps=3, unet_batch=8,
-                  unet_lr=2e-3, clip_steps=3, clip_batch=16, val_per_prompt=1, grid_per_prompt=1),
+    "quick": dict(seed=0, n_train=400, n_val=200, judge_steps=30, vae_steps=15, unet_steps=15, unet_batch=16,
+                  unet_lr=2e-3, clip_steps=15, clip_batch=32, val_per_prompt=2, grid_per_prompt=2),
 }
 SOURCES = ("world.py", "tokenizer.py", "judge.py", "clip.py", "tiny_sd.py", "build.py", "concepts.py")
 
