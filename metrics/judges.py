@@ -169,12 +169,11 @@ def _nude_detector(path: str = ""):
 
 
 def nudenet_cache() -> pathlib.Path:
-    """Where fetched detector weights live: $RELEARNBENCH_CACHE/nudenet, else ~/.cache/relearnbench/nudenet."""
-    import os
+    """Where fetched detector weights live: nudenet/ in the harness's cache ($RELEARNBENCH_CACHE, else
+    ~/.cache/relearnbench)."""
+    from relearnbench.artifacts import cache_root
 
-    root = os.environ.get("RELEARNBENCH_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "relearnbench")
-    return pathlib.Path(root) / "nudenet"
+    return cache_root() / "nudenet"
 
 
 def nudenet_weights_path(weights: str) -> pathlib.Path:

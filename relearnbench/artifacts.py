@@ -19,6 +19,13 @@ from typing import Optional
 _VERIFIED: dict[pathlib.Path, tuple] = {}  # path -> (size, mtime_ns, sha256): each file is hashed once per process
 
 
+def cache_root() -> pathlib.Path:
+    """The harness's cache beside the runs: $RELEARNBENCH_CACHE, else $XDG_CACHE_HOME/relearnbench
+    (~/.cache/relearnbench). The memory model's kept figures and the fetched detector weights live in it."""
+    return pathlib.Path(os.environ.get("RELEARNBENCH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "relearnbench"))
+
+
 def sha256_file(path: pathlib.Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

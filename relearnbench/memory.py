@@ -394,11 +394,10 @@ _COUNTING = ("LiveBytes", "_fused_attention", "unet_activations", "vae_decode_ac
 
 
 def shapes_cache() -> pathlib.Path:
-    """The kept figures counted here: $RELEARNBENCH_CACHE/memory-shapes.json, else ~/.cache/relearnbench's (the
-    harness's cache, where nudenet's fetched weights live too)."""
-    root = os.environ.get("RELEARNBENCH_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "relearnbench")
-    return pathlib.Path(root) / "memory-shapes.json"
+    """The kept figures counted here: memory-shapes.json in the harness's cache (``artifacts.cache_root``)."""
+    from relearnbench.artifacts import cache_root
+
+    return cache_root() / "memory-shapes.json"
 
 
 @functools.cache
