@@ -30,7 +30,7 @@ from relearnbench import seeds
 from relearnbench.api import Attack, Concept, Context, Model, Prompt
 from relearnbench.data import attack_images
 from relearnbench.diffusion import (denoising_loss, encode_images, encode_text_with_embeddings, input_embeddings,
-                                    sample, tokenize)
+                                    prefixed, sample, tokenize)
 from relearnbench.errors import UserError
 
 
@@ -151,10 +151,7 @@ class UnlearnDiffAtk(Attack):
         special = (model.tokenizer.eos_token_id, model.tokenizer.pad_token_id)
         ids = tokenize(model, [p.text for p in prompts])  # [B, L]: sot, prompt tokens, eot, padding
         prompt_ids = [[t for t in row[1:] if t not in special] for row in ids.tolist()]
-        # [sot, k placeholders, prompt, eot, ...] cut back to L tokens, as the authors do
-        adv_ids = torch.cat([ids[:, :1], ids[:, :1].expand(-1, k), ids[:, 1:ids.shape[1] - k]], dim=1)
-        mask = torch.zeros_like(adv_ids, dtype=torch.bool)
-        mask[:, 1:1 + k] = True
+        adv_ids, mask = prefixed(ids, k)  # [sot, k placeholders, prompt, eot, ...] cut back to L, as the authors do
 
         tables = [table.float() for table in input_embeddings(model)]  # E [|V|, D] of each text encoder
         device, vocab = tables[0].device, tables[0].shape[0]

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from relearnbench.api import Concept, Context, Method, Model
 from relearnbench.diffusion import (Cond, ddim_xt, encode_text, encode_text_frozen, encode_text_with_embeddings,
-                                    guided, input_embeddings, predict, text_encoders, tokenize)
+                                    guided, input_embeddings, predict, prefixed, text_encoders, tokenize)
 from relearnbench.errors import UserError
 from relearnbench.methods.common import training_prompts
 
@@ -67,15 +67,6 @@ def parameter_group(encoder, component: str = "all", layers: tuple[int, ...] = (
     if not out:
         raise UserError(f"advunlearn: component={component!r}, layers={list(layers)} select no text-encoder weight")
     return out
-
-
-def prefixed(ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask) of ``prefix_k``: [sot, k placeholders, prompt, eot, ...] cut back to the tokenizer's length, the
-    placeholders (sot ids, replaced by δ through the mask) at 1..k, as ``unlearndiffatk`` builds its prefix."""
-    adv = torch.cat([ids[:, :1], ids[:, :1].expand(-1, k), ids[:, 1:ids.shape[1] - k]], dim=1)
-    mask = torch.zeros_like(adv, dtype=torch.bool)
-    mask[:, 1:1 + k] = True
-    return adv, mask
 
 
 class AdvUnlearn(Method):

@@ -159,6 +159,16 @@ def encode_text_with_embeddings(model: Model, ids: torch.Tensor, mask: torch.Ten
             handle.remove()
 
 
+def prefixed(ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of a ``k``-token soft prefix: [sot, k placeholders, prompt, eot, ...] cut back to the tokenizer's
+    length L, the placeholders (sot ids, to be replaced through the mask by ``encode_text_with_embeddings``) at 1..k,
+    as UnlearnDiffAtk's and AdvUnlearn's prefix_k attacks build it."""
+    adv = torch.cat([ids[:, :1], ids[:, :1].expand(-1, k), ids[:, 1:ids.shape[1] - k]], dim=1)
+    mask = torch.zeros_like(adv, dtype=torch.bool)
+    mask[:, 1:1 + k] = True
+    return adv, mask
+
+
 # -- images <-> latents -----------------------------------------------------------------------
 @torch.no_grad()
 def encode_images(model: Model, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
