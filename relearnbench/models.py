@@ -276,20 +276,26 @@ def copy_model(model: Model, unet_state: dict | None = None, encoder_states: dic
     model's saved weights, which the copy takes as they are (dtype included)."""
     import copy
 
-    if unet_state is None:
-        unet = copy.deepcopy(model.unet)
-    else:  # the weights become the state's own tensors: no third UNet (original, copy, state) even for a moment
-        import torch
-
-        empty = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
-                 for p in model.unet.parameters()}
-        unet = copy.deepcopy(model.unet, empty)
-        _assign(unet, unet_state)
-    encoders = {k: copy.deepcopy(getattr(model, k)) for k in ENCODERS}
-    for k, state in (encoder_states or {}).items():
-        _assign(encoders[k], state)
-    return dataclasses.replace(model, unet=unet, tokenizer=copy.deepcopy(model.tokenizer),
+    states = encoder_states or {}
+    encoders = {k: _copy(getattr(model, k), states.get(k)) for k in ENCODERS}
+    return dataclasses.replace(model, unet=_copy(model.unet, unet_state), tokenizer=copy.deepcopy(model.tokenizer),
                                tokenizer_2=copy.deepcopy(model.tokenizer_2), **encoders)
+
+
+def _copy(module, state: dict | None):
+    """A copy of ``module``; with ``state``, one whose weights are the state's own tensors: its parameters are copied
+    as empty meta tensors first, so no third copy (original, copy, state) is held even for a moment."""
+    import copy
+
+    if state is None:
+        return copy.deepcopy(module)
+    import torch
+
+    empty = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+             for p in module.parameters()}
+    out = copy.deepcopy(module, empty)
+    _assign(out, state)
+    return out
 
 
 def _assign(module, state: dict) -> None:
