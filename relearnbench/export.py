@@ -54,7 +54,7 @@ def parse_cell(text: str) -> dict:
 def export(run_dir: str, given: dict, out: str, stage: str = "pre", lora: str = "merged") -> pathlib.Path:
     from relearnbench.registry import load_plugin
     from relearnbench.runner import (base_model, cached_plan, cell_config, context, load_unlearned, setting_changed,
-                                     unlearn_key)
+                                     unlearn_key, unlearned_keys)
     from relearnbench.spec import Spec
 
     store = Store(run_dir, create=False)
@@ -85,7 +85,7 @@ def export(run_dir: str, given: dict, out: str, stage: str = "pre", lora: str = 
     stats = art.load_json("unlearn", ukey) or {}
     saved = load_unlearned(art, ukey, stats, spec.device)  # None when a file is absent or damaged
     if saved is None:
-        files = ", ".join(f"{ukey}{part}.safetensors" for part in ["", *(f".{n}" for n in stats.get("text_encoders", []))])
+        files = ", ".join(f"{key}.safetensors" for key in unlearned_keys(ukey, stats.get("text_encoders", [])))
         raise UserError(f"the unlearned model of {'/'.join(map(str, cell))} is not in {art.root / 'unlearn'} "
                         f"(expected {files}, intact); rerun the cell into this run directory")
     from relearnbench.models import copy_model

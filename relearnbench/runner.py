@@ -319,7 +319,7 @@ def _unlearned(p: Plan, art: Artifacts, ctx: Context, ukey: str, model: str, con
                                      f"lower its learning rate (--set {plugin.config_name}.lr=...)")
         art.save_tensors("unlearn", ukey, state)
         for name, encoder in encoders.items():
-            art.save_tensors("unlearn", f"{ukey}.{name}", encoder)
+            art.save_tensors("unlearn", unlearned_keys(ukey, [name])[1], encoder)
     if stats is None:  # weights recomputed after damage keep the first run's stats, which cells already used
         stats = measured
         # the text encoders saved beside the UNet, named only when there are any (a UNet-only file stays as it was)
@@ -328,17 +328,22 @@ def _unlearned(p: Plan, art: Artifacts, ctx: Context, ukey: str, model: str, con
     return m, stats
 
 
+def unlearned_keys(ukey: str, encoders: list[str]) -> list[str]:
+    """The artifact keys of an unlearned model: ``KEY`` (its UNet), then ``KEY.text_encoder`` (``.text_encoder_2``)
+    for each text encoder it trained."""
+    return [ukey, *(f"{ukey}.{name}" for name in encoders)]
+
+
 def load_unlearned(art: Artifacts, ukey: str, stats: dict, device) -> tuple[dict, dict] | None:
-    """(UNet state, {text encoder: state}) of a cached unlearned model: ``unlearn/KEY.safetensors``, and
-    ``unlearn/KEY.text_encoder.safetensors`` (``.text_encoder_2``) for each text encoder its ``stats`` name as
-    trained; None when a file is absent or damaged."""
-    state = art.load_tensors("unlearn", ukey, device=device)
-    encoders = {}
-    for name in stats.get("text_encoders", []) if state is not None else ():
-        encoders[name] = art.load_tensors("unlearn", f"{ukey}.{name}", device=device)
-        if encoders[name] is None:
+    """(UNet state, {text encoder: state}) of a cached unlearned model (``unlearned_keys``: the text encoders its
+    ``stats`` name as trained); None when a file is absent or damaged."""
+    names = stats.get("text_encoders", [])
+    states = []
+    for key in unlearned_keys(ukey, names):
+        states.append(art.load_tensors("unlearn", key, device=device))
+        if states[-1] is None:
             return None
-    return (state, encoders) if state is not None else None
+    return states[0], dict(zip(names, states[1:]))
 
 
 def attack_job(spec: Spec, artifacts: Artifacts, cell: tuple, ukey: str, pre: list[Record],
