@@ -172,6 +172,9 @@ class Meta(LossMethod):
         return self._checked_schedule()[0]
 
     def optimizer(self, params: list):
+        """Meta's own AdamW at its schedule's rate, constant: a base method's ``lr_schedule`` (SPM's warm-up and
+        cosine restarts, set over its own steps) is not carried over to meta's steps (ours: no published +meta recipe
+        has one)."""
         return torch.optim.AdamW(params, lr=self._checked_schedule()[1], weight_decay=self.config.weight_decay)
 
     def _checked_schedule(self) -> tuple[int, float]:
@@ -272,8 +275,7 @@ class Meta(LossMethod):
         fused = self.copy_params[0].device.type in ("cpu", "cuda")  # one kernel: 5x faster on the toy CPU
         self.inner_opt = optimizer_with_state(
             torch.optim.AdamW(self.copy_params, lr=self.config.inner_lr, weight_decay=self.config.weight_decay,
-                              fused=fused), self.optimizer_state, self.device)
-        self.inner_opt.free_grads = True  # bfloat16 moments: each gradient goes as its parameter steps
+                              fused=fused), self.optimizer_state, self.device, free_grads=True)
 
     def _first_order(self, model: Model, named: list) -> None:
         params = [p for _, p in named]

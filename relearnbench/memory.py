@@ -45,9 +45,10 @@ _OPEN: list[dict] = []  # the stages being measured in this process, outermost f
 STATE_BYTES = {"float32": 8, "bfloat16": 4, "8bit": 2}  # AdamW's two moments, bytes per trained weight
 
 
-def optimizer_with_state(opt, state: str, device="cpu"):
+def optimizer_with_state(opt, state: str, device="cpu", free_grads: bool = False):
     """``opt`` (a torch AdamW a method built) with its moments kept as ``state`` says (``unlearn.optimizer_state``):
-    ``opt`` itself for float32, else a new optimizer over the same parameter groups and settings."""
+    ``opt`` itself for float32, else a new optimizer over the same parameter groups and settings. ``free_grads``
+    (bfloat16 moments): each gradient is dropped as its parameter steps (meta's simulated finetune)."""
     import torch
 
     if state == "float32":
@@ -60,7 +61,9 @@ def optimizer_with_state(opt, state: str, device="cpu"):
     groups = [{k: v for k, v in g.items() if k in ("params", "lr", "betas", "eps", "weight_decay")}
               for g in opt.param_groups]
     if state == "bfloat16":
-        return adamw_bf16()(groups)
+        out = adamw_bf16()(groups)
+        out.free_grads = free_grads
+        return out
     return _adamw8bit(groups, device)
 
 
