@@ -44,7 +44,8 @@ LDM_PREFIX = "model.diffusion_model."  # the UNet's keys in a CompVis checkpoint
 
 
 class Checkpoint(Method):
-    """an external UNet checkpoint (diffusers folder, state dict, CompVis .ckpt): attack a published erased model"""
+    """an external checkpoint (a UNet: diffusers folder, state dict, CompVis .ckpt; and/or a text encoder):
+    attack a published erased model"""
 
     @dataclass(frozen=True)
     class Config:
@@ -129,15 +130,7 @@ def load_unet_state(path: pathlib.Path, unet_config, trust_pickle: bool = False,
         from diffusers import UNet2DConditionModel
 
         return UNet2DConditionModel.from_pretrained(path).state_dict()
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-        except Exception as e:  # SafetensorError: truncated or not a safetensors file
-            raise UserError(f"{namespace}.path={path}: not a readable safetensors file ({_line(e)})") from e
-    else:
-        state = _load_pickle(path, trust_pickle, namespace)
+    state = _read_state(path, f"{namespace}.path", trust_pickle, namespace, FORMATS)
     if isinstance(state.get("state_dict"), dict):  # a Lightning / CompVis training checkpoint
         state = state["state_dict"]
     if any(k.startswith(LDM_PREFIX) for k in state):
@@ -153,7 +146,16 @@ def load_unet_state(path: pathlib.Path, unet_config, trust_pickle: bool = False,
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
-def _load_pickle(path: pathlib.Path, trust_pickle: bool, namespace: str) -> dict:
+def _read_state(path: pathlib.Path, key: str, trust_pickle: bool, namespace: str, formats: str) -> dict:
+    """The state dict in a .safetensors or pickle file, or a one-line error naming the setting ``key`` that gave
+    ``path`` (``checkpoint.path``, ``checkpoint.text_encoder``) and the ``formats`` it takes."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:  # SafetensorError: truncated or not a safetensors file
+            raise UserError(f"{key}={path}: not a readable safetensors file ({_line(e)})") from e
     import torch
 
     try:
@@ -161,17 +163,18 @@ def _load_pickle(path: pathlib.Path, trust_pickle: bool, namespace: str) -> dict
     except Exception as e:
         refused = re.search(r"GLOBAL (\S+)", str(e)) if "Weights only load failed" in str(e) else None
         if not refused:
-            raise UserError(f"{namespace}.path={path}: cannot load it with torch.load ({type(e).__name__}: "
-                            f"{_line(e)}); expected {FORMATS}") from e
-        raise UserError(f"{namespace}.path={path} is a pickle holding {refused.group(1)}, which "
+            raise UserError(f"{key}={path}: cannot load it with torch.load ({type(e).__name__}: "
+                            f"{_line(e)}); expected {formats}") from e
+        raise UserError(f"{key}={path} is a pickle holding {refused.group(1)}, which "
                         "torch.load(weights_only=True) refuses: unpickling it can run code. If you trust its source, "
                         f"--set {namespace}.trust_pickle=true; safer, convert it once to .safetensors "
                         "(docs/stable-diffusion.md, 'Attack published checkpoints')") from e
     if not isinstance(state, dict):
-        raise UserError(f"{namespace}.path={path}: holds a {type(state).__name__}, not a state dict")
+        raise UserError(f"{key}={path}: holds a {type(state).__name__}, not a state dict")
     return state
 
 
+ENCODER_FORMATS = "a text-encoder or pipeline folder, a .safetensors file, or a .pt / .pth / .bin file"
 ENCODER_PREFIX = "text_encoder."  # AdvUnlearn's train-scripts/utils/util.py save_text_encoder: a CustomTextEncoder's
 # state dict, the CLIPTextModel under text_encoder.* (and its submodules again under embedding.*, encoder.*, ...)
 
@@ -187,8 +190,8 @@ def encoder_path(path: str, namespace: str = "checkpoint") -> pathlib.Path:
                             "(config.json) nor a pipeline folder with text_encoder/config.json")
         return p
     if p.suffix not in PICKLES + (".safetensors",):
-        raise UserError(f"{namespace}.text_encoder={path}: unknown format {p.suffix or '(no suffix)'}; expected a "
-                        "text-encoder or pipeline folder, a .safetensors file, or a .pt / .pth / .bin file")
+        raise UserError(f"{namespace}.text_encoder={path}: unknown format {p.suffix or '(no suffix)'}; "
+                        f"expected {ENCODER_FORMATS}")
     return p
 
 
@@ -204,15 +207,7 @@ def load_encoder_states(path: pathlib.Path, model: Model, trust_pickle: bool = F
              if getattr(model, k, None) is not None and (path / k / "config.json").exists()}
         return {k: type(getattr(model, k)).from_pretrained(folder, torch_dtype=torch.float32).state_dict()
                 for k, folder in folders.items()}
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-        except Exception as e:
-            raise UserError(f"{namespace}.text_encoder={path}: not a readable safetensors file ({_line(e)})") from e
-    else:
-        state = _load_pickle(path, trust_pickle, namespace)
+    state = _read_state(path, f"{namespace}.text_encoder", trust_pickle, namespace, ENCODER_FORMATS)
     if any(k.startswith(ENCODER_PREFIX) for k in state):
         state = {k[len(ENCODER_PREFIX):]: v for k, v in state.items() if k.startswith(ENCODER_PREFIX)}
     # transformers 4 named the weights text_model.*, transformers 5 without it: the base encoder's names

@@ -148,3 +148,16 @@ def test_a_text_encoder_release_loads_bit_identical_in_every_form(tmp_path):
     assert set(config) == {"path", "trust_pickle", "sha256"}  # as before text encoders were read: the same keys
     with pytest.raises(UserError, match="checkpoint.text_encoder=.*: no such file"):
         instantiate(METHODS.get("checkpoint"), "toy", {"checkpoint": {"text_encoder": str(tmp_path / "nothing")}})
+
+
+def test_an_unreadable_text_encoder_file_names_its_own_setting(tmp_path):
+    """A text-encoder file that does not load names checkpoint.text_encoder and the text-encoder formats, not
+    checkpoint.path's UNet formats (one reader serves both settings)."""
+    bad = tmp_path / "te.pt"
+    bad.write_bytes(b"not a pickle")
+    method = instantiate(METHODS.get("checkpoint"), "toy", {"checkpoint": {"text_encoder": str(bad)}})
+    with pytest.raises(UserError) as e:
+        method.unlearn(tiny_model(), None, CTX)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"checkpoint.text_encoder={bad}: cannot load it with torch.load")
+    assert "text-encoder or pipeline folder" in msg and "UNet" not in msg
