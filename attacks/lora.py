@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from relearnbench.api import Concept, Context, Model
 from relearnbench.attacks.ft import Finetune, relearn
+from relearnbench.models import add_adapter, remove_adapter
 
 ADAPTER = "relearnbench_lora_attack"
 
@@ -39,18 +40,14 @@ class LoRA(Finetune):
         cfg = self.config
         parts = self.parts(model, concept, ctx)
         unet = model.unet
-        had_peft = bool(getattr(unet, "peft_config", None))
         # B starts at zero (peft's default), so step 0 of the curve is the unlearned model itself
-        unet.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.target_modules)),
-                         adapter_name=ADAPTER)
+        named = add_adapter(unet, ADAPTER, LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha,
+                                                      target_modules=list(cfg.target_modules)))
         try:
-            params = [p for n, p in unet.named_parameters() if f".{ADAPTER}." in n]
+            params = [p for _, p in named]
             for p in params:
                 p.requires_grad_(True)  # float32: the UNet is, and peft makes the adapter in its dtype
             relearn(model, params, parts, cfg, ctx, evaluate, self.config_name)
         finally:
-            if had_peft:  # someone else's adapters stay; only ours goes
-                unet.delete_adapters(ADAPTER)
-            else:  # put the plain Linear layers back, so the state dict has its original keys
-                unet.unload_lora()
+            remove_adapter(unet, ADAPTER)  # someone else's adapters stay; the plain layers and keys come back
             unet.requires_grad_(False)

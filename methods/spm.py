@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from relearnbench.api import Concept, Context, LossMethod, Model
 from relearnbench.diffusion import Cond, ddim_to_step, encode_text_frozen, guided, predict
 from relearnbench.methods.common import frozen_copy, training_prompts
+from relearnbench.models import add_adapter, remove_adapter
 
 ADAPTER = "relearnbench_spm"
 
@@ -96,11 +97,9 @@ class SPM(LossMethod):
         self.c = encode_text_frozen(model, training_prompts(concept, cfg.prompts)).to(model.unet.device)
         self.c_s = self.uncond if cfg.surrogate == "empty" else \
             encode_text_frozen(model, [concept.anchor]).to(model.unet.device)
-        self.had_peft = bool(getattr(model.unet, "peft_config", None))
         # B starts at zero and A as kaiming-uniform (peft's default init, the code's SPMLayer's)
-        model.unet.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=adapter_targets(model.unet)),
-                               adapter_name=ADAPTER)
-        return [(n, p) for n, p in model.unet.named_parameters() if f".{ADAPTER}." in n]
+        return add_adapter(model.unet, ADAPTER, LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha,
+                                                           target_modules=adapter_targets(model.unet)))
 
     def lr_schedule(self, optimizer):
         from diffusers.optimization import get_cosine_with_hard_restarts_schedule_with_warmup
@@ -111,10 +110,7 @@ class SPM(LossMethod):
     def finish(self, model: Model) -> None:
         """W ← W + ΔW in every adapted layer, then the adapter's layers go: a plain UNet with the original's keys."""
         model.unet.fuse_lora(adapter_names=[ADAPTER])
-        if self.had_peft:  # someone else's adapters stay; only ours goes
-            model.unet.delete_adapters(ADAPTER)
-        else:
-            model.unet.unload_lora()
+        remove_adapter(model.unet, ADAPTER)  # someone else's adapters stay; only ours goes
 
     def release(self) -> None:
         self.teacher = self.uncond = self.c = self.c_s = None

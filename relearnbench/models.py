@@ -326,6 +326,21 @@ def model_info(model: Model) -> str:
     return json.dumps({"name": model.name, "fingerprint": model.fingerprint, "preset": model.preset})
 
 
+def add_adapter(unet, name: str, lora_config) -> list:
+    """A peft LoRA adapter ``name`` on ``unet`` (diffusers' ``add_adapter``): its (name, parameter) pairs."""
+    unet.add_adapter(lora_config, adapter_name=name)
+    return [(n, p) for n, p in unet.named_parameters() if f".{name}." in n]
+
+
+def remove_adapter(unet, name: str) -> None:
+    """Adapter ``name`` goes: deleted where another adapter stays, else peft's layers are unloaded, so the plain
+    layers and the state dict's original keys come back (fuse it first to keep what it learned)."""
+    if set(unet.peft_config) - {name}:
+        unet.delete_adapters(name)
+    else:
+        unet.unload_lora()
+
+
 def trainable(unet, train: str) -> list:
     """ESD's parameter sets. ``u``: everything but cross-attention, and (as the reference code) but
     the time embedding, SDXL's added embedding of the pooled text and time ids (esd_sdxl.py leaves out every
