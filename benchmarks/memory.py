@@ -7,6 +7,7 @@ for a GPU, and beside it the peak measured by running the same cells with a step
     python benchmarks/memory.py --model tiny          # and each cell measured on the tiny model (minutes)
     python benchmarks/memory.py --model toy
     python benchmarks/memory.py --model sd14-random --set model.resolution=64    # a quiet machine, >= 24 GB free
+    python benchmarks/memory.py --run DIR             # the peaks a run directory recorded, beside its cells' floors
     python benchmarks/memory.py --set unlearn.checkpointing=true ...              # a saving's floor
 
 The last table is the README's: each cell's peak with the published settings, with the savings that keep the
@@ -26,6 +27,9 @@ process's resident high-water mark within the stage) less the process's resident
 built (``baseline``: Python, torch, diffusers). Overhead = measured - floor - harness, as a share of the floor.
 On the tiny and toy models the allocator's and the libraries' own megabytes dominate the overhead; the
 sd14-random column is the one that tests the model, and needs ~20 GB free and a machine nobody else is using.
+``--run DIR`` reads a run already made instead (any grid, model and settings: the floors are its own spec's; the
+slow test tests/toy/test_sd14_random.py's whole grid keeps one under pytest's --basetemp), its baseline measured in
+this process the same way.
 """
 
 from __future__ import annotations
@@ -150,8 +154,9 @@ def _parts(f) -> str:
     return ", ".join(f"{k} {v / 2 ** 30:.1f}" for k, v in f.parts.items())
 
 
-def measure_grid(spec, p, model: str) -> None:
-    """Run the grid on ``model`` in this process and print each stage's measured peak beside its floor."""
+def measure_grid(spec, p, model: str, run: str = "") -> None:
+    """Run the grid on ``model`` in this process (or read the run directory ``run``) and print each stage's
+    measured peak beside its floor."""
     from relearnbench.executors import run_local
     from relearnbench.memory import GB, peak_rss_mb, reset_peak
     from relearnbench.store import Store
@@ -162,17 +167,19 @@ def measure_grid(spec, p, model: str) -> None:
 
     reset_peak()
     baseline = peak_rss_mb()
-    out = tempfile.mkdtemp(prefix="relearnbench-memory-")
-    store = Store(out)
-    outcome = run_local(spec, store)
+    out = run or tempfile.mkdtemp(prefix="relearnbench-memory-")
+    store = Store(out, create=not run)
+    if not run:
+        outcome = run_local(spec, store)
+        if outcome.failed:
+            print(f"{outcome.failed} cells failed: {outcome.failures[:3]}", file=sys.stderr)
+    done = {cell for cell, status in store.statuses().items() if status == "done"}
     df = store.records_frame()
     store.close()
-    if outcome.failed:
-        print(f"{outcome.failed} cells failed: {outcome.failures[:3]}", file=sys.stderr)
-    cells = [c for c in spec.cells() if c not in {f[0] for f in outcome.failures}]
-    rows = floor_rows(p, cells, "float32", p.model_config.resolution or None)
-    print(f"\nmeasured on {model} ({out}), float32, CPU; baseline (resident before any model) {baseline / 1024:.2f} GB;"
-          " GB = 2^30 bytes\n")
+    cells = list({(c[2], c[3]): c for c in spec.cells() if tuple(c) in done}.values())  # one row a method x attack
+    rows = floor_rows(p, cells, spec.dtype, p.model_config.resolution or None)
+    print(f"\nmeasured on {model} ({out}), {spec.dtype}, {spec.device}; baseline (resident before any model) "
+          f"{baseline / 1024:.2f} GB; GB = 2^30 bytes\n")
     print("| method | attack | stage | floor | + harness | measured - baseline | overhead |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: |")
     for r in rows:
@@ -194,6 +201,8 @@ def main():
     ap.add_argument("--grid", default="paper-sd14")
     ap.add_argument("--model", default="", help="also run every cell on this model and print the measured peaks "
                                                 "(tiny, toy; sd14-random on a quiet machine with ~20 GB free)")
+    ap.add_argument("--run", default="", help="print the peaks this run directory recorded beside its cells' floors "
+                                              "instead of running the grid (its own spec: model, settings, dtype)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="NAMESPACE.KEY=VALUE, as relearnbench run")
     args = ap.parse_args()
 
@@ -215,7 +224,16 @@ def main():
     print_floors(every, f"{args.grid}: at 512 px, bf16, with those and the savings that change the numbers "
                         f"{' '.join(NUMERIC_SAVINGS)}")
     print_summary(floor_rows(p, cells, "bf16"), saved, every)
-    if args.model:
+    if args.run:
+        from relearnbench.runner import cached_plan
+        from relearnbench.spec import Spec
+        from relearnbench.store import Store
+
+        store = Store(args.run, create=False)
+        rspec = Spec(**store.get_meta("spec"))
+        store.close()
+        measure_grid(rspec, cached_plan(rspec), rspec.models[0], run=args.run)
+    elif args.model:
         mspec, mp = spec_for(grid, args.model, args.sets)
         measure_grid(mspec, mp, args.model)
 
