@@ -228,3 +228,33 @@ def test_the_memory_model_builds_each_model_s_own_architecture():
     for stage in ("unlearn", "attack", "eval", "harness"):
         assert sdxl[stage].total > 2 * sd14[stage].total if stage != "eval" else sdxl[stage].total > sd14[stage].total
     assert cell_peak(sdxl) / GB > 2.5 * cell_peak(sd14) / GB
+
+
+@linux
+def test_the_memory_benchmark_reads_a_run_s_peaks_beside_its_floors(run_cli, tmp_path):
+    """`python benchmarks/memory.py --run DIR` prints each stage of the run's cells: its floor by the memory model
+    of the run's own spec, and the peak the run recorded less this process's baseline (never negative: the run's
+    process held at least the libraries)."""
+    import re
+    import subprocess
+    import sys
+
+    from relearnbench.memory import GB, cell_floors
+    from relearnbench.runner import plan
+    from relearnbench.spec import Spec
+
+    out = tmp_path / "run"
+    run_cli("run", "--concepts", "triangle", "--methods", "none", "--attacks", "none", "--metrics", "asr", "--jobs",
+            "1", "--set", "sample.images_per_prompt=1", "--set", "sample.steps=2", "--out", out, "--quiet", check=True)
+    bench = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "memory.py"
+    text = subprocess.run([sys.executable, bench, "--run", out], capture_output=True, text=True, check=True).stdout
+    assert f"measured on toy ({out}), float32, cpu" in text
+    rows = {m[0]: m[1:] for m in re.findall(r"^\| none \| none \| (\w+) \| ([\d.]+) \| ([\d.]+) \| ([-\d.]+) \|", text,
+                                            re.M)}
+    assert set(rows) == {"unlearn", "attack", "eval"}
+    floors = cell_floors(plan(Spec(models=["toy"], concepts=["triangle"], methods=["none"], attacks=["none"],
+                                   metrics=["asr"])), ("toy", "triangle", "none", "none", 0), dtype="float32")
+    for stage, (floor, harness, measured) in rows.items():
+        assert float(floor) == round(floors[stage].total / GB, 3)
+        assert float(harness) == (0.0 if stage == "unlearn" else round(floors["harness"].total / GB, 3))
+        assert float(measured) > 0
