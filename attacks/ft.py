@@ -98,6 +98,8 @@ def relearn(model: Model, params: list, parts: list[tuple[Data, int]], config, c
         optimizer.step()
         if step in steps:
             optimizer.zero_grad(set_to_none=True)  # the next step sets them anew: no gradients held while sampling
+            if step == steps[-1]:
+                optimizer.state.clear()  # nothing steps again: the last evaluation holds no AdamW moments
             model.unet.eval()
             evaluate(step, final=step == steps[-1])  # intermediate points score the curve metrics only
             model.unet.train()

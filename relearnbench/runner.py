@@ -200,12 +200,12 @@ def without_original(p: Plan, name: str):
     teacher's own frozen copy where it has one (ESD, SPM), so the cached original would be one UNet more (3.2 GB of
     SD-1.4's in float32; the largest paper-sd14 cell's recipe holds six). It is loaded again, as every worker loads
     it, when the harness next needs it; a training image the original generates meanwhile comes from a fresh load."""
-    import gc
+    from relearnbench.memory import release_freed
 
     key = _base_key(p, name)
     _BASE.pop(key, None)
     _TRAINING.add(key)
-    gc.collect()  # the modules' reference cycles: their memory goes now, before the method allocates its own
+    release_freed()  # the modules' reference cycles and the heap's freed pages go now, before the method allocates
     try:
         yield
     finally:

@@ -37,6 +37,20 @@ def test_ft_evaluates_the_model_as_it_is_at_each_step(concept, build, make_ctx, 
     assert not torch.equal(a, b) and not torch.equal(b, c)
 
 
+def test_ft_evaluates_its_last_point_without_its_adamw_moments(concept, build, make_ctx, recorder):
+    """An intermediate curve point keeps the attacker's AdamW state (training goes on after it); the last one is
+    evaluated without it (on SD-1.4 two float32 UNets' worth, 6.4 GB)."""
+    import gc
+
+    def moments(_):
+        return sum(len(o.state) for o in gc.get_objects() if torch.optim.Optimizer in type(o).__mro__)
+
+    model = tiny_model()
+    rec = recorder(model, probe=moments)
+    build("ft", curve=[0, 1, 3]).run(model, concept, make_ctx(), rec)
+    assert rec.probes[0] == 0 and rec.probes[1] == len(list(model.unet.parameters())) and rec.probes[2] == 0
+
+
 def test_ft_clean_trains_on_the_attackers_benign_prompts_only(concept, build, make_ctx):
     model, ctx = tiny_model(), make_ctx()
     (data, k), = build("ft_clean").parts(model, concept, ctx)

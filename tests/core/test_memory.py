@@ -258,3 +258,31 @@ def test_the_memory_benchmark_reads_a_run_s_peaks_beside_its_floors(run_cli, tmp
         assert float(floor) == round(floors[stage].total / GB, 3)
         assert float(harness) == (0.0 if stage == "unlearn" else round(floors["harness"].total / GB, 3))
         assert float(measured) > 0
+
+
+@linux
+def test_release_freed_hands_the_heap_s_free_pages_back():
+    """Tensors below glibc's mmap threshold live on its heap: freed, they stay resident (a later stage's peak
+    would count them) until release_freed trims the heap."""
+    import torch
+
+    from relearnbench.memory import _glibc, release_freed
+
+    if _glibc() is None:
+        pytest.skip("the C library is not glibc: no malloc_trim")
+
+    def rss_mb():
+        status = pathlib.Path("/proc/self/status").read_text()
+        return int(next(l for l in status.splitlines() if l.startswith("VmRSS:")).split()[1]) / 1024
+
+    t = torch.ones(5_000_000)  # a freed 20 MB mapping raises glibc's threshold: 4 MB tensors then go on the heap
+    del t
+    tensors = [torch.ones(1_000_000) for _ in range(200)]  # 800 MB on the heap
+    held = rss_mb()
+    kept = tensors[1::2]  # every other one freed: the heap cannot shrink from its top
+    del tensors
+    freed = rss_mb()
+    release_freed()
+    trimmed = rss_mb()
+    assert held - freed < 100 < 300 < freed - trimmed, (held, freed, trimmed)  # 400 MB resident until trimmed
+    del kept
