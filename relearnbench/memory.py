@@ -653,6 +653,8 @@ def floors(shape: Shape, method, attack, sample, dtype_bytes: int, checkpointing
     e = Floor().add("UNet weights (fp32)", U).add("text encoder + VAE", frozen)
     e.add("sampling activations", max(act(2 * sample.batch_size, train=False),
                                       shape.vae_decode(sample.batch_size) * dtype_bytes / 4))
+    if isinstance(attack, ATTACKS.get("ft")) and len({int(s) for s in cfg.curve if int(s) > 0}) > 1:
+        e.add("the attack's AdamW state (a curve point before the last)", 2 * U)  # freed for the last one
     out["eval"] = e
     return out
 

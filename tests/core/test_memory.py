@@ -286,3 +286,21 @@ def test_release_freed_hands_the_heap_s_free_pages_back():
     trimmed = rss_mb()
     assert held - freed < 100 < 300 < freed - trimmed, (held, freed, trimmed)  # 400 MB resident until trimmed
     del kept
+
+
+def test_an_evaluation_between_ft_curve_points_holds_the_attacker_s_adamw_state():
+    """ft keeps its AdamW moments across an intermediate curve point and frees them before the last one
+    (tests/attacks/test_ft.py): the memory model's evaluation floor says the same, two float32 UNets more."""
+    from relearnbench.config import parse_sets
+    from relearnbench.memory import cell_floors
+    from relearnbench.runner import plan
+    from relearnbench.spec import Spec
+
+    def eval_floor(curve):
+        p = plan(Spec(models=["sd14-random"], concepts=["triangle"], methods=["none"], attacks=["ft"],
+                      metrics=["asr"], sets=parse_sets([f"ft.curve={curve}", "model.resolution=64"])))
+        return cell_floors(p, ("sd14-random", "triangle", "none", "ft", 0))["eval"]
+
+    last_only, between = eval_floor("0,1"), eval_floor("0,1,2")
+    assert between.total - last_only.total == 2 * 4 * 859520964  # SD-1.4's UNet weights, two float32 moments
+    assert eval_floor("1").total == last_only.total
