@@ -161,9 +161,13 @@ def measure_grid(spec, p, model: str, run: str = "") -> None:
     from relearnbench.memory import GB, peak_rss_mb, reset_peak
     from relearnbench.store import Store
 
-    import torch  # noqa: F401  (the libraries' own memory belongs to the baseline)
-    import diffusers  # noqa: F401
-    import transformers  # noqa: F401
+    # the libraries' own memory belongs to the baseline: what a run has imported when it builds its first model,
+    # the model classes' modules included (diffusers and transformers import them lazily: 0.13 GB more)
+    import torch  # noqa: F401
+    from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: F401
+    from transformers import CLIPTextModel  # noqa: F401
+
+    import relearnbench.builtins  # noqa: F401  (every plugin, as the command line registers them)
 
     reset_peak()
     baseline = peak_rss_mb()

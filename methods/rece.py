@@ -62,10 +62,13 @@ class RECE(UCE):
 
     def find(self, projections: list, originals: list, concepts: torch.Tensor) -> torch.Tensor:
         """c' [n, L, in] of each concept embedding [n, L, in]: the closed form of the docstring."""
-        W = [p.weight.detach().double() for p in projections]
-        eye = torch.eye(W[0].shape[1], dtype=W[0].dtype, device=W[0].device)
-        A = self.config.reg * eye + sum(w.T @ w for w in W)  # λ_r I + Σ W_lᵀ W_l (symmetric)
-        B = sum(w.T @ w0 for w, w0 in zip(W, originals))  # Σ W_lᵀ W⁰_l
+        def W():  # each W_l in float64 as it is needed: one copy alive at a time, not all of them beside W⁰
+            return (p.weight.detach().double() for p in projections)
+
+        first = projections[0].weight
+        eye = torch.eye(first.shape[1], dtype=torch.float64, device=first.device)
+        A = self.config.reg * eye + sum(w.T @ w for w in W())  # λ_r I + Σ W_lᵀ W_l (symmetric)
+        B = sum(w.T @ w0 for w, w0 in zip(W(), originals))  # Σ W_lᵀ W⁰_l
         return torch.linalg.solve(A, B @ concepts.flatten(0, 1).T).T.reshape(concepts.shape)
 
     @staticmethod

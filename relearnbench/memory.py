@@ -525,6 +525,13 @@ class Shape:
 
         return self._get(f"trained {train}", lambda m: sum(p.numel() for _, p in trainable(m.unet, train)))
 
+    @property
+    def cross_values(self) -> int:
+        """Weights of the cross-attention value projections (``attn2.to_v``; the keys' are as many): what UCE and
+        RECE edit."""
+        return self._get("cross-attention value weights",
+                         lambda m: sum(p.numel() for n, p in m.unet.named_parameters() if n.endswith("attn2.to_v.weight")))
+
     def activations(self, batch: int, train: bool, resolution: int | None = None) -> int:
         """``unet_activations`` at ``batch`` and ``resolution`` (None: the model's)."""
         side = resolution or self._get("resolution", lambda m: m.resolution)
@@ -617,6 +624,9 @@ def floors(shape: Shape, method, attack, sample, dtype_bytes: int, checkpointing
         if getattr(core, "config_name", "") in TEACHER:
             f.add("frozen teacher UNet", n_unet * dtype_bytes)
         f.add("activations", act(getattr(core.config, "batch_size", 1)))
+    if base is None and getattr(core, "config_name", "") == "rece":  # its rounds compare with the original W⁰
+        f.add("RECE: original keys and values W⁰ (float64)",
+              8 * shape.cross_values * (2 if getattr(core.config, "edit_keys", True) else 1))
     if base is not None:  # X+meta / X+retain (methods/meta.py)
         c = method.config
         if not isinstance(core, LossMethod):  # the closed-form base ran first; every UNet weight trains

@@ -304,3 +304,17 @@ def test_an_evaluation_between_ft_curve_points_holds_the_attacker_s_adamw_state(
     last_only, between = eval_floor("0,1"), eval_floor("0,1,2")
     assert between.total - last_only.total == 2 * 4 * 859520964  # SD-1.4's UNet weights, two float32 moments
     assert eval_floor("1").total == last_only.total
+
+
+def test_rece_s_floor_holds_its_float64_original_keys_and_values_beside_uce_s():
+    """RECE's rounds compare each edit with the original W⁰ of every cross-attention key and value projection, kept
+    in float64: SD-1.4's 16 of each, 768 x (320 x 5 + 640 x 5 + 1280 x 6) weights a kind."""
+    from relearnbench.config import parse_sets
+    from relearnbench.memory import cell_floors
+    from relearnbench.runner import plan
+    from relearnbench.spec import Spec
+
+    p = plan(Spec(models=["sd14-random"], concepts=["triangle"], methods=["uce", "rece"], attacks=["none"],
+                  metrics=["asr"], sets=parse_sets(["model.resolution=64"])))
+    uce, rece = (cell_floors(p, ("sd14-random", "triangle", m, "none", 0))["unlearn"] for m in ("uce", "rece"))
+    assert rece.total - uce.total == 8 * 2 * 768 * (320 * 5 + 640 * 5 + 1280 * 6)

@@ -55,16 +55,14 @@ GRID = load_grid("paper-sd14")
 # esd-f-3+meta with SAVINGS (AdamW's moments in bfloat16, meta's simulated finetune on the trained weights alone,
 # recomputed activations; the first two change the numbers) holds six UNets' worth (the trained weights, their
 # gradients, their two moments, ESD's teacher, meta's θ' and its gradients), 20.0 GB by the memory model; without
-# SAVINGS the largest cell is 29.6 GB (`relearnbench run --dry-run` prints each). Measured with these settings, a cell
-# or two a run (2 cores at load ~6, 2026-12-07; the stage peaks in the records, the resident high-water mark within the
-# stage): esd-f-3+meta's unlearning 18.75 GiB in 295 s (with the original still cached it would hold its UNet and text
-# encoder more, 3.7 GB), uce+meta's 15.6 GiB (its floor 16.8: the model over-counts meta), esd-f-3's 14.9 GiB (floor
-# 12.0: the libraries and the allocator), an evaluation 9.3-9.7 GiB. /usr/bin/time's maximum resident size is not the
-# run's peak: the stages reset the high-water mark (/proc/self/clear_refs) and it reports the last stage's. The whole
-# grid runs where the memory model's largest cell + 1.5 GB (the process's own) is free, ~21.5 GB (a shared 24 GB machine
-# had 13-22 GB free), and skips itself naming both figures elsewhere; it was not run to the end here (each cell took
-# minutes at that load). The untrained cells (none, uce; attack none) peak at 9.2 GB RSS and take 4.5 min on 2 busy
-# cores.
+# SAVINGS the largest cell is 29.6 GB (`relearnbench run --dry-run` prints each). The whole grid runs where the memory
+# model's largest cell + 1.5 GB (the process's own) is free, ~21.5 GB, and skips itself naming both figures elsewhere.
+# Measured on this 2-core, 23.5 GiB machine, quiet (2026-12-07, 11:52-12:49 UTC, at b3cf37a): the whole grid, 54 cells
+# done in 2,620 s (43.7 min); its largest stage peak (the resident high-water mark within the stage, in the records)
+# 18.66 GiB, esd-u-1+meta's ft attack; esd-f-3+meta's unlearning 18.5 GiB; every stage within 10 % of the memory
+# model's floor (`python benchmarks/memory.py --run DIR` on its run; docs/gpu-memory.md). The base cell took 792 s and
+# the untrained cells 165 s. /usr/bin/time's maximum resident size is not the run's peak: the stages reset the
+# high-water mark (/proc/self/clear_refs) and it reports the last stage's.
 SAVINGS = ["unlearn.optimizer_state=bfloat16", "meta.inner_train=base", "unlearn.checkpointing=true"]
 SCOPES = [
     pytest.param(["none", "uce", "rece"], ["none"], id="untrained-cells"),
