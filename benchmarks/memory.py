@@ -24,7 +24,8 @@ guided UNet call at sample.batch_size x 2 or the VAE decoding sample.batch_size 
 Measured (``--model``): every cell of the grid on that model at its resolution, in float32 on the CPU, with 1-2
 steps everywhere and asr alone (concept triangle), in this process; a stage's figure is its recorded peak (the
 process's resident high-water mark within the stage) less the process's resident size before any model was
-built (``baseline``: Python, torch, diffusers). Overhead = measured - floor - harness, as a share of the floor.
+built (``baseline``: Python, torch, the plugins, diffusers' and transformers' model classes). Overhead = measured -
+floor - harness, as a share of the floor.
 On the tiny and toy models the allocator's and the libraries' own megabytes dominate the overhead; the
 sd14-random column is the one that tests the model, and needs ~20 GB free and a machine nobody else is using.
 ``--run DIR`` reads a run already made instead (any grid, model and settings: the floors are its own spec's; the
