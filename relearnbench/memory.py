@@ -161,15 +161,18 @@ def _fold(entry: dict, reading: tuple[float, float]) -> None:
     entry["peak"] = tuple(max(a, b) for a, b in zip(entry["peak"], reading))
 
 
-def release_freed() -> None:
-    """Collect the garbage and hand the C heap's free pages back to the OS (glibc's ``malloc_trim``), so that what
-    is resident is what the process holds. Most of a UNet's tensors are smaller than glibc's mmap threshold and live
-    on its heap, where freed memory stays resident until trimmed: without this a stage's peak counted what the
-    stage before it had freed (an evaluation after an unlearning read 14.2 GiB on sd14-random, 4 GiB of it the
-    unlearning's). Where the C library is not glibc (macOS, musl) it collects the garbage alone."""
+def release_freed(collect: bool = True) -> None:
+    """Hand the C heap's free pages back to the OS (glibc's ``malloc_trim``), so that what is resident is what the
+    process holds. Most of a UNet's tensors are smaller than glibc's mmap threshold and live on its heap, where freed
+    memory stays resident until trimmed: without this a stage's peak counted what the stage before it had freed (an
+    evaluation after an unlearning read 14.2 GiB on sd14-random, 4 GiB of it the unlearning's). ``collect``: collect
+    the garbage first, where the harness drops a model (0.26 s with torch and diffusers imported: every stage start
+    trims alone, which read the same evaluation peaks on sd14-random). Where the C library is not glibc (macOS, musl)
+    it only collects."""
     import gc
 
-    gc.collect()
+    if collect:
+        gc.collect()
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
@@ -192,7 +195,7 @@ def _reset(cuda: bool, device) -> bool:
 
         torch.cuda.reset_peak_memory_stats(device)
         return True
-    release_freed()
+    release_freed(collect=False)
     try:
         pathlib.Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident set size to the current
         return True
