@@ -168,7 +168,7 @@ def release_freed(collect: bool = True) -> None:
     evaluation after an unlearning read 14.2 GiB on sd14-random, 4 GiB of it the unlearning's). ``collect``: collect
     the garbage first, where the harness drops a model (0.26 s with torch and diffusers imported: every stage start
     trims alone, which read the same evaluation peaks on sd14-random). Where the C library is not glibc (macOS, musl)
-    it only collects."""
+    there is nothing to trim."""
     import gc
 
     if collect:
