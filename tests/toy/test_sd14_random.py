@@ -4,6 +4,7 @@ harness on CPU: the same loader, sampler and metric path as real Stable Diffusio
 import itertools
 import json
 import math
+import shutil
 import sqlite3
 
 import pytest
@@ -161,3 +162,7 @@ def test_paper_sd14_grid_runs_on_sd14_random(run_cli, tmp_path, methods, attacks
             assert got[("post", "fid")][0] != got[("pre", "fid")][0], (method, attack)
         if method != "none" and attack != "unlearndiffatk":  # the method edited the weights: its benign images are not the original model's
             assert got[("pre", "fid")][0] != by_cell[("none", attack)][("pre", "fid")][0], (method, attack)
+    # The weights the run cached (~40 GB for the whole grid, each unlearned and attacked sd14-random UNet in float32)
+    # go: pytest keeps its last three base directories, and three kept runs fill a disk. The records stay, and are
+    # what `python benchmarks/memory.py --run DIR` reads.
+    shutil.rmtree(out / "artifacts")
