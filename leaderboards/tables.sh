@@ -3,6 +3,8 @@
 # (one row per record, every curve point) from the run directories given: the one of toy.sh, or the many
 # of toy_parallel.sh.
 #   bash leaderboards/tables.sh RUN_DIR...
+# While a run goes on, `python leaderboards/complete_rows.py RUN_DIR COPY` makes a copy of its database with only
+# the methods whose none/ft/lora x 3 seeds cells are all finished; this script on COPY shows whole rows.
 set -euo pipefail
 here=$(dirname "$0")
 relearnbench table "$@" --long --format csv > "$here/toy.csv"
