@@ -15,9 +15,6 @@ import argparse
 import sqlite3
 from pathlib import Path
 
-TABLES = ("cells", "records", "cell_artifacts")  # the tables keyed by (model, concept, method, attack, seed)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
@@ -36,9 +33,11 @@ def main() -> None:
     done = copy.execute(f"SELECT method, COUNT(*) FROM cells WHERE status = 'done' AND attack IN ({a}) "
                         f"AND seed IN ({s}) GROUP BY method", [*attacks, *seeds]).fetchall()
     keep = sorted(m for m, n in done if n == want)
-    m = ",".join("?" * len(keep))
-    for table in TABLES:
-        copy.execute(f"DELETE FROM {table} WHERE method NOT IN ({m}) OR attack NOT IN ({a}) OR seed NOT IN ({s})",
+    k = ",".join("?" * len(keep))
+    keyed = [t for (t,) in copy.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+             if {"method", "attack", "seed"} <= {c[1] for c in copy.execute(f"PRAGMA table_info({t})")}]
+    for table in keyed:  # every table of the store keyed by cell: cells, records, cell_artifacts
+        copy.execute(f"DELETE FROM {table} WHERE method NOT IN ({k}) OR attack NOT IN ({a}) OR seed NOT IN ({s})",
                      [*keep, *attacks, *seeds])
     copy.commit()
     left = sorted(m for m, n in done if n != want)
