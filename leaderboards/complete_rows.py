@@ -15,6 +15,7 @@ import argparse
 import sqlite3
 from pathlib import Path
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
@@ -41,7 +42,8 @@ def main() -> None:
                      [*keep, *attacks, *seeds])
     copy.commit()
     left = sorted(m for m, n in done if n != want)
-    print(f"{args.out}: {len(keep)} methods whole ({', '.join(keep)}); left out part-way: {', '.join(left) or 'none'}")
+    print(f"{args.out}: {len(keep)} methods whole ({', '.join(keep)}); left out part-way: {', '.join(left) or 'none'}"
+          " (methods with no finished cell of these attacks and seeds are left out too)")
 
 
 if __name__ == "__main__":

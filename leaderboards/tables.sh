@@ -3,8 +3,10 @@
 # (one row per record, every curve point) from the run directories given: the one of toy.sh, or the many
 # of toy_parallel.sh.
 #   bash leaderboards/tables.sh RUN_DIR...
-# While a run goes on, `python leaderboards/complete_rows.py RUN_DIR COPY` makes a copy of its database with only
-# the methods whose none/ft/lora x 3 seeds cells are all finished; this script on COPY shows whole rows.
+# While a run goes on, `python leaderboards/complete_rows.py RUN_DIR COPY [--attacks A,B] [--seeds 0,1,2]` makes a
+# copy of its database with only the methods whose cells of those attacks and seeds (default none,ft,lora x 0,1,2)
+# are all finished; this script on the copies (one per block of attacks and seeds, their cells disjoint) shows whole
+# rows: toy.md's status names the copies its tables were made from.
 set -euo pipefail
 here=$(dirname "$0")
 relearnbench table "$@" --long --format csv > "$here/toy.csv"
